@@ -1,0 +1,80 @@
+# The README's commands. `make test` works on a fresh clone: it installs what
+# the project needs, builds (with CUDA when nvcc and a CUDA torch are present),
+# and runs every test. `make gpu-test` is the same suite on a GPU machine that
+# already has torch, installing nothing from the network.
+
+PYTHON ?= python3
+TORCH_VERSION ?= 2.14.1
+BUILD_DIR ?= build
+JOBS ?= $(shell nproc)
+
+# torch guesses CUDA_HOME from `which nvcc`; a wrapper in /usr/local/bin makes it
+# guess wrong, so name the toolkit when it is where Debian/NVIDIA put it.
+ifneq ($(wildcard /usr/local/cuda/bin/nvcc),)
+export CUDA_HOME ?= /usr/local/cuda
+endif
+# No GPU to detect the architecture from on a build machine: build for Hopper.
+export TORCH_CUDA_ARCH_LIST ?= 9.0
+export MAX_JOBS ?= $(JOBS)
+
+PIP := $(PYTHON) -m pip
+TORCH_CMAKE_PREFIX = $(shell $(PYTHON) -c "import torch; print(torch.utils.cmake_prefix_path)")
+# Pip's CUDA torch ships libnvrtc in its nvidia wheels, not in the toolkit;
+# torch's CMake config needs to be told where.
+NVRTC = $(shell $(PYTHON) -c "import glob, os, torch; \
+  p = glob.glob(os.path.join(os.path.dirname(os.path.dirname(torch.__file__)), 'nvidia', 'cu*', 'lib', 'libnvrtc.so*')); \
+  print(sorted(p)[0] if p else '')")
+CMAKE_TORCH_ARGS = -DCMAKE_PREFIX_PATH="$(TORCH_CMAKE_PREFIX)" \
+  $(if $(CUDA_HOME),-DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_HOME)) \
+  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC))
+FUSEDNORM_CMAKE_DIR = $(shell $(PYTHON) -c "import fusednorm; print(fusednorm.cmake_dir())")
+
+.PHONY: all deps build test gpu-test pytest cpp-test demo bench bench-smoke lint format clean
+
+all: build
+
+# Everything `make test` needs, installed from the project's own files.
+deps:
+	@$(PYTHON) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null \
+	  || $(PIP) install -q "torch==$(TORCH_VERSION)"
+	$(PIP) install -q -r requirements-dev.txt
+	@if ! [ -f /usr/include/gtest/gtest.h ] || ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then \
+	  if command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev cmake ninja-build; \
+	  else echo "install GoogleTest, cmake and ninja" >&2; exit 1; fi; fi
+
+build:
+	$(PIP) install --no-build-isolation --no-deps -e . 2>&1 | tail -n 3
+	@$(PYTHON) -c "import fusednorm; print('fusednorm built; CUDA kernels:', fusednorm.has_cuda_kernels())"
+
+pytest:
+	$(PYTHON) -m pytest -q tests/python
+
+cpp-test:
+	cmake -S tests/cpp -B $(BUILD_DIR)/cpp-tests -G Ninja $(CMAKE_TORCH_ARGS) -DFusedNorm_DIR="$(FUSEDNORM_CMAKE_DIR)" >/dev/null
+	cmake --build $(BUILD_DIR)/cpp-tests
+	cd $(BUILD_DIR)/cpp-tests && ctest --output-on-failure
+
+test: deps build pytest cpp-test
+
+# On a machine with an NVIDIA GPU and torch already installed; nothing is
+# downloaded. The CUDA tests run because CUDA is available.
+gpu-test: build
+	@$(PYTHON) -c "import torch, fusednorm, sys; \
+	  ok = torch.cuda.is_available() and fusednorm.has_cuda_kernels(); \
+	  print('CUDA device:', torch.cuda.get_device_name() if torch.cuda.is_available() else None); sys.exit(0 if ok else 1)"
+	$(MAKE) pytest cpp-test
+
+demo:
+	@echo "the demo is coming (issue: replace layers in place, C++ package, demo)"
+
+lint:
+	ruff check python tests
+	ruff format --check python tests
+
+format:
+	ruff format python tests
+	clang-format -i $$(find csrc tests/cpp examples -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+clean:
+	rm -rf $(BUILD_DIR) python/fusednorm/_C*.so python/fusednorm/include python/fusednorm/share *.egg-info

@@ -1,0 +1,54 @@
+// fusednorm's ops as C++ functions. Each one calls the PyTorch dispatcher, so it
+// gets the same CPU/CUDA kernels, autograd, autocast and tracing support as
+// torch.ops.fusednorm.* from Python.
+//
+// Activations are named as in Python: "identity", "relu", "leaky_relu", "prelu",
+// "rrelu", "elu", "selu", "celu", "gelu", "gelu_tanh", "silu", "sigmoid", "tanh".
+// activation_params holds the torch.nn module's scalars in constructor order
+// (leaky_relu: negative_slope; elu/celu: alpha; rrelu: lower, upper).
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/ArrayRef.h>
+
+#include <array>
+#include <optional>
+#include <string_view>
+#include <tuple>
+
+namespace fusednorm {
+
+// act(batch_norm(input) + residual), with PyTorch's batch-norm semantics: batch
+// statistics when `training` (updating running_mean/running_var in place with
+// `momentum` when given), running statistics otherwise. Returns (output,
+// save_mean, save_invstd); the last two feed batch_norm_act_backward.
+// activation_weight is PReLU's weight. RReLU draws random slopes (its training
+// mode) exactly when activation_seed is given: pass draw_activation_seed(); without
+// a seed it uses the mean slope (lower + upper) / 2, its eval mode.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& residual, bool training, double momentum, double eps,
+    std::string_view activation = "identity", c10::ArrayRef<double> activation_params = {},
+    const std::optional<at::Tensor>& activation_weight = std::nullopt,
+    const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+// (grad_input, grad_weight, grad_bias, grad_residual, grad_activation_weight):
+// an entry is empty when its output_mask entry is false or the matching input
+// was not given.
+using NormActGrads = std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>,
+                                std::optional<at::Tensor>, std::optional<at::Tensor>>;
+
+// Gradients of batch_norm_act.
+NormActGrads batch_norm_act_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+    const at::Tensor& save_invstd, bool training, std::string_view activation, c10::ArrayRef<double> activation_params,
+    const std::optional<at::Tensor>& activation_weight, const std::optional<at::Tensor>& activation_seed,
+    std::array<bool, 5> output_mask);
+
+// A fresh RReLU seed from PyTorch's default CPU generator (torch::manual_seed
+// reproduces it).
+at::Tensor draw_activation_seed();
+
+}  // namespace fusednorm

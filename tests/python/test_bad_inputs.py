@@ -1,0 +1,67 @@
+"""Bad input gets a clear error naming the problem, and leaves running
+statistics untouched."""
+
+import pytest
+import torch
+from torch import nn
+
+import fusednorm
+from fusednorm import functional as F
+
+
+def running_stats(C, device):
+    return torch.randn(C, device=device), torch.rand(C, device=device) + 0.5
+
+
+def call(x, *, weight=None, bias=None, rm=None, rv=None, residual=None, training=True, activation="relu", params=()):
+    return torch.ops.fusednorm.batch_norm_act(
+        x, weight, bias, rm, rv, residual, training, 0.1, 1e-5, activation, list(params), None, None
+    )
+
+
+CASES = {
+    "rank 1": (dict(shape=(6,)), r"input must be \(N, C\)"),
+    "rank 6": (dict(shape=(2, 3, 2, 2, 2, 2)), r"input must be \(N, C\)"),
+    "weight size": (dict(weight=torch.ones(4)), "weight must be a 1-d tensor of 3 elements"),
+    "bias size": (dict(bias=torch.ones(2)), "bias must be a 1-d tensor of 3 elements"),
+    "running_mean size": (dict(rm=torch.zeros(5)), "running_mean must be a 1-d tensor of 3 elements"),
+    "running_var only": (dict(rm=None, rv=torch.ones(3)), "running_mean and running_var must be given together"),
+    "integer input": (dict(dtype=torch.int32), "input must be float64, float32, float16 or bfloat16"),
+    "one value per channel": (dict(shape=(1, 3)), "expected more than 1 value per channel when training"),
+    "unknown activation": (dict(activation="swishy"), "unknown activation 'swishy'"),
+    "too many params": (dict(activation="relu", params=(0.1,)), "takes at most 0 activation_params"),
+    "residual shape": (dict(residual=torch.randn(2, 3, 4)), "residual must have the shape of input"),
+    "residual dtype": (dict(residual=torch.randn(2, 3, 4, 4, dtype=torch.float64)), "residual must have input's dtype"),
+    "weight on meta": (dict(weight=torch.ones(3, device="meta")), "weight is on meta but input is on cpu"),
+    "eval without running stats": (dict(training=False, rm=None, rv=None), "required when training=False"),
+    "prelu without weight": (dict(activation="prelu"), "needs activation_weight"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_a_clear_error(case):
+    spec, message = CASES[case]
+    spec = dict(spec)
+    shape = spec.pop("shape", (2, 3, 4, 4))
+    dtype = spec.pop("dtype", torch.float32)
+    x = torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.randint(0, 5, shape, dtype=dtype)
+    rm, rv = running_stats(3, "cpu")
+    kwargs = dict(rm=rm, rv=rv)
+    kwargs.update(spec)
+    rm_before, rv_before = rm.clone(), rv.clone()
+    with pytest.raises(RuntimeError, match=message):
+        call(x, **kwargs)
+    torch.testing.assert_close(rm, rm_before, rtol=0, atol=0)
+    torch.testing.assert_close(rv, rv_before, rtol=0, atol=0)
+
+
+def test_module_errors():
+    with pytest.raises(ValueError, match="unknown activation 'nope'"):
+        fusednorm.nn.BatchNorm2d(3, activation="nope")
+    with pytest.raises(ValueError, match="not supported"):
+        fusednorm.nn.BatchNorm2d(3, activation=nn.Softplus())
+    bn = fusednorm.nn.BatchNorm2d(3)
+    with pytest.raises(ValueError, match="expected 4D input"):
+        bn(torch.randn(2, 3, 4))
+    with pytest.raises(ValueError, match="unknown activation"):
+        F.batch_norm(torch.randn(2, 3), None, None, training=True, activation="nope")

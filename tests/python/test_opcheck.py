@@ -1,0 +1,72 @@
+"""torch.library.opcheck on every op: schema, autograd registration, fake
+(meta) kernels and AOT dispatch, with static and dynamic shapes."""
+
+import pytest
+import torch
+
+import fusednorm  # noqa: F401
+
+
+def batch_norm_cases(device):
+    C = 3
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in ("contiguous", "channels_last"):
+            x = torch.randn(2, C, 4, 5, device=device, dtype=dtype)
+            if layout == "channels_last":
+                x = x.to(memory_format=torch.channels_last)
+            w = torch.rand(C, device=device, requires_grad=True)
+            b = torch.randn(C, device=device, requires_grad=True)
+            r = torch.randn_like(x).requires_grad_()
+            rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
+            x.requires_grad_()
+            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "silu", [], None, None)
+            yield (x, None, None, rm, rv, None, False, 0.1, 1e-5, "relu", [], None, None)
+            yield (x, w, b, None, None, None, True, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
+            prelu = torch.rand(C, device=device, requires_grad=True)
+            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "prelu", [], prelu, None)
+            yield (x, w, b, rm, rv, None, True, 0.1, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
+
+
+def test_opcheck_batch_norm_act(device):
+    for args in batch_norm_cases(device):
+        torch.library.opcheck(torch.ops.fusednorm.batch_norm_act.default, args)
+
+
+def test_opcheck_batch_norm_act_backward(device):
+    C = 3
+    x = torch.randn(2, C, 4, 5, device=device)
+    w, b = torch.rand(C, device=device), torch.randn(C, device=device)
+    r = torch.randn_like(x)
+    out, mean, invstd = torch.ops.fusednorm.batch_norm_act(
+        x, w, b, None, None, r, True, 0.1, 1e-5, "gelu", [], None, None
+    )
+    grad = torch.randn_like(out)
+    for mask in ([True, True, True, True, False], [True, False, False, False, False], [False, True, True, True, False]):
+        torch.library.opcheck(
+            torch.ops.fusednorm._batch_norm_act_backward.default,
+            (grad, x, w, b, r, mean, invstd, True, "gelu", [], None, None, mask),
+        )
+
+
+@pytest.mark.parametrize("bad", ["rank", "activation"])
+def test_fake_kernel_rejects_bad_input(bad):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.randn(2, 3) if bad == "activation" else torch.randn(3)
+        with pytest.raises(RuntimeError, match="activation|input must be"):
+            torch.ops.fusednorm.batch_norm_act(
+                x,
+                None,
+                None,
+                None,
+                None,
+                None,
+                True,
+                0.1,
+                1e-5,
+                "nope" if bad == "activation" else "relu",
+                [],
+                None,
+                None,
+            )
