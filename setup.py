@@ -58,8 +58,14 @@ def _extension():
     macros = [("Py_LIMITED_API", "0x03090000")]
     if with_cuda:
         macros.append(("WITH_CUDA", None))
+    # C++ programs load this library without Python having loaded torch first:
+    # let it find torch's libraries itself (installed side by side, or where this
+    # build's torch lives).
+    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    link_args = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"]
     kwargs = dict(
         name="fusednorm._C",
+        extra_link_args=link_args,
         sources=[os.path.relpath(s, ROOT) for s in _sources(with_cuda)],
         include_dirs=[os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")],
         define_macros=macros,
