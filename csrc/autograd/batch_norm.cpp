@@ -3,30 +3,16 @@
 #include <torch/autograd.h>
 #include <torch/library.h>
 
+#include "function_utils.h"
 #include "fusednorm/ops.h"
 
 namespace fusednorm {
 namespace {
 
+using autograd_detail::as_optional;
+using autograd_detail::tracked_positions;
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
-
-std::optional<at::Tensor> as_optional(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
-}
-
-// Position of each optional tensor argument among the variables autograd tracks
-// (input is 0); -1 when absent. Absent optionals are not tracked, so later
-// positions shift.
-template <size_t K>
-std::vector<int64_t> tracked_positions(const std::array<const std::optional<at::Tensor>*, K>& optionals) {
-  std::vector<int64_t> positions;
-  int64_t next = 1;
-  for (const auto* t : optionals) {
-    positions.push_back(t->has_value() && (*t)->defined() ? next++ : -1);
-  }
-  return positions;
-}
 
 class BatchNormActFunction : public torch::autograd::Function<BatchNormActFunction> {
  public:

@@ -10,6 +10,7 @@
 #include "activation_spec.h"
 #include "channel_norm.h"
 #include "fusednorm/ops.h"
+#include "op_utils.h"
 
 namespace fusednorm {
 namespace detail {
@@ -30,32 +31,12 @@ void check_per_channel(const std::optional<at::Tensor>& t, const char* name, con
               t->scalar_type());
 }
 
-void check_residual(std::string_view op, const std::optional<at::Tensor>& residual, const at::Tensor& input) {
-  if (!residual.has_value() || !residual->defined()) {
-    return;
-  }
-  TORCH_CHECK(residual->sym_sizes() == input.sym_sizes(), op, ": residual must have the shape of input ",
-              input.sym_sizes(), ", got ", residual->sym_sizes());
-  TORCH_CHECK(residual->device() == input.device(), op, ": residual is on ", residual->device(),
-              " but input is on ", input.device());
-  TORCH_CHECK(residual->scalar_type() == input.scalar_type(), op, ": residual must have input's dtype ",
-              input.scalar_type(), ", got ", residual->scalar_type());
-}
-
 void check_input(const at::Tensor& input) {
   TORCH_CHECK(input.dim() >= 2 && input.dim() <= 5, kOp,
               ": input must be (N, C), (N, C, L), (N, C, H, W) or (N, C, D, H, W); got a ", input.dim(),
               "-d tensor of shape ", input.sizes());
   TORCH_CHECK(at::isFloatingType(input.scalar_type()), kOp,
               ": input must be float64, float32, float16 or bfloat16, got ", input.scalar_type());
-}
-
-bool defined(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined();
-}
-
-std::optional<at::Tensor> optional_of(const at::Tensor& t) {
-  return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
 }
 
 at::Tensor to_acc_or(const std::optional<at::Tensor>& t, at::ScalarType acc, const at::Tensor& fallback) {

@@ -7,6 +7,8 @@
 #include <array>
 #include <vector>
 
+#include "kernel_registry.h"
+
 namespace fusednorm::detail {
 namespace {
 
@@ -18,13 +20,6 @@ bool is_channels_last_dense(const at::Tensor& t) {
     return t.is_contiguous(at::MemoryFormat::ChannelsLast3d);
   }
   return false;
-}
-
-std::array<const ChannelNormKernels*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>&
-kernel_registry() {
-  static std::array<const ChannelNormKernels*, static_cast<size_t>(c10::DeviceType::COMPILE_TIME_MAX_DEVICE_TYPES)>
-      registry{};
-  return registry;
 }
 
 }  // namespace
@@ -71,15 +66,11 @@ at::Tensor empty_like_view(const ChannelView& view) {
 }
 
 const ChannelNormKernels& channel_norm_kernels(c10::DeviceType device) {
-  const ChannelNormKernels* kernels = kernel_registry().at(static_cast<size_t>(device));
-  TORCH_CHECK(kernels != nullptr, "fusednorm has no kernels for device type ", device,
-              (device == c10::DeviceType::CUDA ? " (this build of fusednorm was compiled without CUDA)" : ""));
-  return *kernels;
+  return KernelRegistry<ChannelNormKernels>::get(device);
 }
 
 bool register_channel_norm_kernels(c10::DeviceType device, const ChannelNormKernels* kernels) {
-  kernel_registry().at(static_cast<size_t>(device)) = kernels;
-  return true;
+  return KernelRegistry<ChannelNormKernels>::add(device, kernels);
 }
 
 at::ScalarType accumulation_dtype(at::ScalarType input_dtype) {

@@ -3,14 +3,15 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from .activations import ActivationLike, ActivationSpec, draw_seed, spec_of
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "layer_norm", "rms_norm"]
 
 
 def _op_args(spec: ActivationSpec):
@@ -50,5 +51,49 @@ def batch_norm(
         params,
         act_weight,
         seed,
+    )
+    return out
+
+
+def _shape_list(normalized_shape: Union[int, Sequence[int]]) -> list:
+    return [normalized_shape] if isinstance(normalized_shape, int) else list(normalized_shape)
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: Union[int, Sequence[int]],
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+    *,
+    activation: ActivationLike = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """``activation(F.layer_norm(input, normalized_shape, weight, bias, eps) + residual)`` in one fused op.
+
+    A PReLU activation's channel is input dim 1, as for ``torch.nn.PReLU``."""
+    name, params, act_weight, seed = _op_args(spec_of(activation))
+    out, _, _ = torch.ops.fusednorm.layer_norm_act(
+        input, _shape_list(normalized_shape), weight, bias, residual, eps, name, params, act_weight, seed
+    )
+    return out
+
+
+def rms_norm(
+    input: Tensor,
+    normalized_shape: Union[int, Sequence[int]],
+    weight: Optional[Tensor] = None,
+    eps: Optional[float] = None,
+    *,
+    activation: ActivationLike = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """``activation(F.rms_norm(input, normalized_shape, weight, eps) + residual)`` in one fused op.
+
+    ``eps=None`` is torch.rms_norm's default: the machine epsilon of the
+    accumulation dtype (float32's for float16/bfloat16 input)."""
+    name, params, act_weight, seed = _op_args(spec_of(activation))
+    out, _ = torch.ops.fusednorm.rms_norm_act(
+        input, _shape_list(normalized_shape), weight, residual, eps, name, params, act_weight, seed
     )
     return out

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from . import functional as F
 from .activations import ActivationLike, make_activation_module
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "LayerNorm", "RMSNorm"]
 
 
 class _FusedActivationMixin:
@@ -85,3 +85,68 @@ class BatchNorm2d(_FusedBatchNorm, nn.BatchNorm2d):
 
 class BatchNorm3d(_FusedBatchNorm, nn.BatchNorm3d):
     """``nn.BatchNorm3d`` + activation (+ residual), fused."""
+
+
+class LayerNorm(_FusedActivationMixin, nn.LayerNorm):
+    """``nn.LayerNorm`` + activation (+ residual), fused: ``activation(layer_norm(input) + residual)``.
+
+    A PReLU named by string gets one shared slope; pass ``nn.PReLU(C)`` for one per
+    channel of input dim 1, as ``torch.nn.PReLU`` applies it."""
+
+    def __init__(
+        self,
+        normalized_shape,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        activation: ActivationLike = None,
+        **norm_kwargs,
+    ) -> None:
+        # norm_kwargs: keywords newer torch versions may add.
+        super().__init__(normalized_shape, eps, elementwise_affine, bias, device, dtype, **norm_kwargs)
+        self._init_activation(activation, 1)
+
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        return F.layer_norm(
+            input,
+            self.normalized_shape,
+            self.weight,
+            self.bias,
+            self.eps,
+            activation=self.activation,
+            residual=residual,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._activation_repr()
+
+
+class RMSNorm(_FusedActivationMixin, nn.RMSNorm):
+    """``nn.RMSNorm`` + activation (+ residual), fused: ``activation(rms_norm(input) + residual)``.
+
+    ``eps=None`` is torch's default (the accumulation dtype's machine epsilon).
+    PReLU as for :class:`LayerNorm`."""
+
+    def __init__(
+        self,
+        normalized_shape,
+        eps: Optional[float] = None,
+        elementwise_affine: bool = True,
+        device=None,
+        dtype=None,
+        *,
+        activation: ActivationLike = None,
+    ) -> None:
+        super().__init__(normalized_shape, eps, elementwise_affine, device, dtype)
+        self._init_activation(activation, 1)
+
+    def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        return F.rms_norm(
+            input, self.normalized_shape, self.weight, self.eps, activation=self.activation, residual=residual
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + self._activation_repr()

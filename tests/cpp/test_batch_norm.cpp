@@ -4,33 +4,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "activation_cases.h"
+
 namespace {
 
-struct ActivationCase {
-  std::string name;
-  std::vector<double> params;
-  std::function<torch::Tensor(const torch::Tensor&)> reference;
-};
-
-std::vector<ActivationCase> activation_cases() {
-  namespace F = torch::nn::functional;
-  return {
-      {"identity", {}, [](const torch::Tensor& z) { return z; }},
-      {"relu", {}, [](const torch::Tensor& z) { return torch::relu(z); }},
-      {"leaky_relu", {0.2}, [](const torch::Tensor& z) { return torch::leaky_relu(z, 0.2); }},
-      {"elu", {0.7}, [](const torch::Tensor& z) { return torch::elu(z, 0.7); }},
-      {"selu", {}, [](const torch::Tensor& z) { return torch::selu(z); }},
-      {"gelu", {}, [](const torch::Tensor& z) { return torch::gelu(z); }},
-      {"gelu_tanh", {}, [](const torch::Tensor& z) { return torch::gelu(z, "tanh"); }},
-      {"silu", {}, [](const torch::Tensor& z) { return torch::silu(z); }},
-      {"sigmoid", {}, [](const torch::Tensor& z) { return torch::sigmoid(z); }},
-      {"tanh", {}, [](const torch::Tensor& z) { return torch::tanh(z); }},
-  };
-}
+using fusednorm_test::ActivationCase;
+using fusednorm_test::activation_cases;
 
 class BatchNormAct : public ::testing::TestWithParam<std::tuple<int, bool, bool>> {};
 

@@ -79,3 +79,45 @@ def batch_norm_act(x, running_mean, running_var, weight, bias, training, momentu
     if residual is not None:
         y = y + residual
     return activation(y)
+
+
+def layer_norm_act(x, normalized_shape, weight, bias, eps, activation, residual=None):
+    """activation(F.layer_norm(x) + residual): the unfused composite."""
+    y = F.layer_norm(x, normalized_shape, weight, bias, eps)
+    if residual is not None:
+        y = y + residual
+    return activation(y)
+
+
+def rms_norm_act(x, normalized_shape, weight, eps, activation, residual=None):
+    """activation(F.rms_norm(x) + residual): the unfused composite."""
+    y = F.rms_norm(x, normalized_shape, weight, eps)
+    if residual is not None:
+        y = y + residual
+    return activation(y)
+
+
+def check_rrelu_training(run, normalized, x, lower, upper):
+    """Checks a fused op whose activation is nn.RReLU(lower, upper) in training
+    mode: the same seed gives the same output, a new seed new slopes, the slopes
+    vary per element within [lower, upper], and the gradient uses the slopes the
+    forward drew. run(x) is the fused op; normalized(x) the oracle's norm (the
+    activation's input, without residual)."""
+    torch.manual_seed(123)
+    y1 = run(x)
+    torch.manual_seed(123)
+    y2 = run(x)
+    y3 = run(x)
+    torch.testing.assert_close(y1, y2, rtol=0, atol=0)
+    z = normalized(x.detach())
+    negative = z < 0
+    assert not torch.equal(y1[negative], y3[negative]), "a new seed must draw new slopes"
+    slope = torch.where(negative, y1 / z, torch.ones_like(z)).detach()
+    assert ((slope[negative] >= lower - 1e-12) & (slope[negative] <= upper + 1e-12)).all()
+    assert slope[negative].std() > 0.05, "slopes must vary per element"
+    # Gradient check against the same slopes applied as a fixed tensor.
+    grad = torch.randn_like(y1)
+    (gx,) = torch.autograd.grad(y1, x, grad)
+    xr = x.detach().requires_grad_()
+    (gxr,) = torch.autograd.grad(normalized(xr) * slope, xr, grad)
+    torch.testing.assert_close(gx, gxr)

@@ -34,7 +34,7 @@ CASES = {
     "residual dtype": (dict(residual=torch.randn(2, 3, 4, 4, dtype=torch.float64)), "residual must have input's dtype"),
     "weight on meta": (dict(weight=torch.ones(3, device="meta")), "weight is on meta but input is on cpu"),
     "eval without running stats": (dict(training=False, rm=None, rv=None), "required when training=False"),
-    "prelu without weight": (dict(activation="prelu"), "needs activation_weight"),
+    "prelu without weight": (dict(activation="prelu"), "activation 'prelu' needs activation_weight"),
 }
 
 
@@ -65,3 +65,79 @@ def test_module_errors():
         bn(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="unknown activation"):
         F.batch_norm(torch.randn(2, 3), None, None, training=True, activation="nope")
+
+
+ROW_NORM_CASES = {
+    "normalized_shape mismatch": (dict(shape=[5]), r"normalized_shape \[5\] must match the trailing dimensions"),
+    "normalized_shape too long": (
+        dict(shape=[1, 2, 3, 4]),
+        r"normalized_shape \[1, 2, 3, 4\] must match the trailing dimensions of input of shape \[2, 3, 4\]",
+    ),
+    "empty normalized_shape": (dict(shape=[]), "normalized_shape must have at least one dimension"),
+    "weight shape": (dict(weight=torch.ones(5)), r"weight must have shape normalized_shape \[4\]"),
+    "weight dtype": (dict(weight=torch.ones(4, dtype=torch.int32)), "weight must be float64, float32"),
+    "weight on meta": (dict(weight=torch.ones(4, device="meta")), "weight is on meta but input is on cpu"),
+    "residual shape": (dict(residual=torch.randn(2, 3, 5)), "residual must have the shape of input"),
+    "residual dtype": (dict(residual=torch.randn(2, 3, 4, dtype=torch.float64)), "residual must have input's dtype"),
+    "integer input": (dict(dtype=torch.int32), "input must be float64, float32, float16 or bfloat16"),
+    "unknown activation": (dict(activation="swishy"), "unknown activation 'swishy'"),
+    "too many params": (dict(activation="silu", params=(0.1,)), "activation 'silu' takes at most 0 activation_params"),
+    "prelu without weight": (dict(activation="prelu"), "activation 'prelu' needs activation_weight"),
+    "prelu weight size": (
+        dict(activation="prelu", act_weight=torch.ones(4)),
+        "activation_weight must have 1 or 3 elements",
+    ),
+    "negative eps": (dict(eps=-1.0), "eps must be non-negative"),
+}
+
+
+def call_row_norm(
+    op, x, *, shape=(4,), weight=None, residual=None, eps=1e-5, activation="relu", params=(), act_weight=None
+):
+    if op == "layer_norm_act":
+        return torch.ops.fusednorm.layer_norm_act(
+            x, list(shape), weight, None, residual, eps, activation, list(params), act_weight, None
+        )
+    return torch.ops.fusednorm.rms_norm_act(
+        x, list(shape), weight, residual, eps, activation, list(params), act_weight, None
+    )
+
+
+@pytest.mark.parametrize("op", ["layer_norm_act", "rms_norm_act"])
+@pytest.mark.parametrize("case", list(ROW_NORM_CASES))
+def test_row_norm_bad_input_is_a_clear_error(op, case):
+    spec, message = ROW_NORM_CASES[case]
+    spec = dict(spec)
+    dtype = spec.pop("dtype", torch.float32)
+    x = torch.randn(2, 3, 4).to(dtype) if dtype.is_floating_point else torch.randint(0, 5, (2, 3, 4), dtype=dtype)
+    with pytest.raises(RuntimeError, match=f"{op}: {message}"):
+        call_row_norm(op, x, **spec)
+
+
+def test_layer_norm_bias_shape_is_checked():
+    with pytest.raises(RuntimeError, match=r"layer_norm_act: bias must have shape normalized_shape \[3, 4\]"):
+        torch.ops.fusednorm.layer_norm_act(torch.randn(2, 3, 4), [3, 4], None, torch.ones(4), None, 1e-5, "relu")
+
+
+@pytest.mark.parametrize("op", ["_layer_norm_act_backward", "_rms_norm_act_backward"])
+def test_row_norm_backward_checks_saved_statistics(op):
+    x = torch.randn(2, 3, 4)
+    wrong = torch.ones(5)
+    with pytest.raises(RuntimeError, match="rstd must have 6 elements"):
+        if op == "_layer_norm_act_backward":
+            torch.ops.fusednorm._layer_norm_act_backward(
+                x, x, [4], None, None, None, torch.zeros(6), wrong, "relu", [], None, None, [True] * 5
+            )
+        else:
+            torch.ops.fusednorm._rms_norm_act_backward(x, x, [4], None, None, wrong, "relu", [], None, None, [True] * 4)
+
+
+def test_row_norm_module_errors():
+    with pytest.raises(ValueError, match="unknown activation 'nope'"):
+        fusednorm.nn.LayerNorm(3, activation="nope")
+    with pytest.raises(ValueError, match="not supported"):
+        fusednorm.nn.RMSNorm(3, activation=nn.Softplus())
+    with pytest.raises(RuntimeError, match="must match the trailing dimensions"):
+        fusednorm.nn.LayerNorm(3)(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="unknown activation"):
+        F.rms_norm(torch.randn(2, 3), [3], activation="nope")

@@ -70,3 +70,70 @@ def test_fake_kernel_rejects_bad_input(bad):
                 None,
                 None,
             )
+
+
+def row_norm_cases(device):
+    """(op, args) for layer_norm_act and rms_norm_act: both norms, several
+    activations, residual or not, mixed-precision weights, strided input."""
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(2, 3, 8, device=device, dtype=dtype, requires_grad=True)
+        strided = torch.randn(3, 2, 8, device=device, dtype=dtype).transpose(0, 1).requires_grad_()
+        w = torch.rand(8, device=device, requires_grad=True)
+        b = torch.randn(8, device=device, requires_grad=True)
+        r = torch.randn_like(x).requires_grad_()
+        prelu = torch.rand(3, device=device, requires_grad=True)
+        seed = torch.tensor([7])
+        activations = [
+            ("silu", [], None, None),
+            ("leaky_relu", [0.2], None, None),
+            ("prelu", [], prelu, None),
+            ("rrelu", [0.1, 0.3], None, seed),
+        ]
+        for name, params, act_weight, act_seed in activations:
+            tail = (name, params, act_weight, act_seed)
+            yield torch.ops.fusednorm.layer_norm_act.default, (x, [8], w, b, r, 1e-5, *tail)
+            yield torch.ops.fusednorm.rms_norm_act.default, (x, [8], w, r, None, *tail)
+        yield (
+            torch.ops.fusednorm.layer_norm_act.default,
+            (strided, [3, 8], None, None, None, 1e-5, "relu", [], None, None),
+        )
+        yield torch.ops.fusednorm.rms_norm_act.default, (strided, [3, 8], None, None, 1e-6, "gelu", [], None, None)
+
+
+def test_opcheck_row_norm_act(device):
+    for op, args in row_norm_cases(device):
+        torch.library.opcheck(op, args)
+
+
+def test_opcheck_row_norm_act_backward(device):
+    x = torch.randn(2, 3, 8, device=device)
+    w, b = torch.rand(8, device=device), torch.randn(8, device=device)
+    r = torch.randn_like(x)
+    prelu = torch.rand(3, device=device)
+    _, mean, rstd = torch.ops.fusednorm.layer_norm_act(x, [8], w, b, r, 1e-5, "prelu", [], prelu, None)
+    grad = torch.randn_like(x)
+    for mask in ([True, True, True, True, True], [True, False, False, False, False], [False, True, True, True, False]):
+        torch.library.opcheck(
+            torch.ops.fusednorm._layer_norm_act_backward.default,
+            (grad, x, [8], w, b, r, mean, rstd, "prelu", [], prelu, None, mask),
+        )
+    _, rstd = torch.ops.fusednorm.rms_norm_act(x, [3, 8], None, r, None, "gelu", [], None, None)
+    for mask in ([True, True, True, False], [True, False, False, False], [False, False, True, False]):
+        torch.library.opcheck(
+            torch.ops.fusednorm._rms_norm_act_backward.default,
+            (grad, x, [3, 8], None, r, rstd, "gelu", [], None, None, mask),
+        )
+
+
+@pytest.mark.parametrize("bad", ["normalized_shape", "activation"])
+def test_fake_row_norm_kernels_reject_bad_input(bad):
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        x = torch.randn(2, 3)
+        shape = [4] if bad == "normalized_shape" else [3]
+        activation = "nope" if bad == "activation" else "relu"
+        with pytest.raises(RuntimeError, match="activation|must match the trailing"):
+            torch.ops.fusednorm.layer_norm_act(x, shape, None, None, None, 1e-5, activation)
+        with pytest.raises(RuntimeError, match="activation|must match the trailing"):
+            torch.ops.fusednorm.rms_norm_act(x, shape, None, None, None, activation)

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/SymIntArrayRef.h>
 #include <c10/util/ArrayRef.h>
 
 #include <array>
@@ -50,5 +51,90 @@ NormActGrads batch_norm_act_backward(
 // A fresh RReLU seed from PyTorch's default CPU generator (torch::manual_seed
 // reproduces it).
 at::Tensor draw_activation_seed();
+
+}  // namespace fusednorm
+
+namespace fusednorm {
+
+// act(layer_norm(input) + residual) over the trailing dims `normalized_shape`,
+// with PyTorch's layer-norm semantics (weight and bias of shape
+// normalized_shape; output contiguous). Returns (output, mean, rstd); the
+// statistics are in the accumulation dtype (float, double for double input), of
+// shape input's leading dims followed by a 1 per normalized dim, and feed
+// layer_norm_act_backward. Activation arguments as for batch_norm_act; PReLU's
+// channel is input dim 1, as torch.nn.PReLU's.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act(
+    const at::Tensor& input, at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual = std::nullopt, double eps = 1e-5,
+    std::string_view activation = "identity", c10::ArrayRef<double> activation_params = {},
+    const std::optional<at::Tensor>& activation_weight = std::nullopt,
+    const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+// The same with symbolic sizes (what autograd and tracing call).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> layer_norm_act_symint(
+    const at::Tensor& input, c10::SymIntArrayRef normalized_shape, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
+    std::string_view activation, c10::ArrayRef<double> activation_params,
+    const std::optional<at::Tensor>& activation_weight, const std::optional<at::Tensor>& activation_seed);
+
+// Gradients of layer_norm_act, as NormActGrads.
+NormActGrads layer_norm_act_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                     at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight,
+                                     const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
+                                     const at::Tensor& mean, const at::Tensor& rstd, std::string_view activation,
+                                     c10::ArrayRef<double> activation_params,
+                                     const std::optional<at::Tensor>& activation_weight,
+                                     const std::optional<at::Tensor>& activation_seed, std::array<bool, 5> output_mask);
+
+NormActGrads layer_norm_act_backward_symint(
+    const at::Tensor& grad_out, const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+    const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& residual, const at::Tensor& mean, const at::Tensor& rstd,
+    std::string_view activation, c10::ArrayRef<double> activation_params,
+    const std::optional<at::Tensor>& activation_weight, const std::optional<at::Tensor>& activation_seed,
+    std::array<bool, 5> output_mask);
+
+// act(rms_norm(input) + residual), with PyTorch's RMS-norm semantics: no mean
+// subtraction, no bias, eps = the accumulation dtype's machine epsilon when not
+// given (as torch.rms_norm). Returns (output, rstd), rstd as layer_norm_act's.
+std::tuple<at::Tensor, at::Tensor> rms_norm_act(const at::Tensor& input, at::IntArrayRef normalized_shape,
+                                                const std::optional<at::Tensor>& weight,
+                                                const std::optional<at::Tensor>& residual = std::nullopt,
+                                                std::optional<double> eps = std::nullopt,
+                                                std::string_view activation = "identity",
+                                                c10::ArrayRef<double> activation_params = {},
+                                                const std::optional<at::Tensor>& activation_weight = std::nullopt,
+                                                const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+std::tuple<at::Tensor, at::Tensor> rms_norm_act_symint(const at::Tensor& input, c10::SymIntArrayRef normalized_shape,
+                                                       const std::optional<at::Tensor>& weight,
+                                                       const std::optional<at::Tensor>& residual,
+                                                       std::optional<double> eps, std::string_view activation,
+                                                       c10::ArrayRef<double> activation_params,
+                                                       const std::optional<at::Tensor>& activation_weight,
+                                                       const std::optional<at::Tensor>& activation_seed);
+
+// (grad_input, grad_weight, grad_residual, grad_activation_weight), entries empty
+// as in NormActGrads.
+using RmsNormActGrads = std::tuple<std::optional<at::Tensor>, std::optional<at::Tensor>, std::optional<at::Tensor>,
+                                   std::optional<at::Tensor>>;
+
+// Gradients of rms_norm_act; output_mask in RmsNormActGrads' order.
+RmsNormActGrads rms_norm_act_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                      at::IntArrayRef normalized_shape, const std::optional<at::Tensor>& weight,
+                                      const std::optional<at::Tensor>& residual, const at::Tensor& rstd,
+                                      std::string_view activation, c10::ArrayRef<double> activation_params,
+                                      const std::optional<at::Tensor>& activation_weight,
+                                      const std::optional<at::Tensor>& activation_seed,
+                                      std::array<bool, 4> output_mask);
+
+RmsNormActGrads rms_norm_act_backward_symint(const at::Tensor& grad_out, const at::Tensor& input,
+                                             c10::SymIntArrayRef normalized_shape,
+                                             const std::optional<at::Tensor>& weight,
+                                             const std::optional<at::Tensor>& residual, const at::Tensor& rstd,
+                                             std::string_view activation, c10::ArrayRef<double> activation_params,
+                                             const std::optional<at::Tensor>& activation_weight,
+                                             const std::optional<at::Tensor>& activation_seed,
+                                             std::array<bool, 4> output_mask);
 
 }  // namespace fusednorm
