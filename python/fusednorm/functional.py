@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -10,7 +12,7 @@ from torch import Tensor
 
 from .activations import ActivationLike, ActivationSpec, draw_seed, spec_of
 
-__all__ = ["batch_norm"]
+__all__ = ["batch_norm", "batch_layer_norm", "group_norm", "instance_norm"]
 
 
 def _op_args(spec: ActivationSpec):
@@ -52,3 +54,123 @@ def batch_norm(
         seed,
     )
     return out
+
+
+def group_norm(
+    input: Tensor,
+    num_groups: int,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    eps: float = 1e-5,
+    *,
+    activation: ActivationLike = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """``activation(F.group_norm(input, num_groups, ...) + residual)`` in one fused op.
+
+    The output keeps input's memory format (channels_last in, channels_last out)."""
+    if input.dim() >= 2 and num_groups > 0:  # as F.group_norm: no groups of one value
+        if input.size(0) * (input.size(1) // num_groups) * _spatial_size(input) == 1:
+            raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
+    name, params, act_weight, seed = _op_args(spec_of(activation))
+    out, _, _ = torch.ops.fusednorm.group_norm_act(
+        input, num_groups, weight, bias, residual, eps, name, params, act_weight, seed
+    )
+    return out
+
+
+def instance_norm(
+    input: Tensor,
+    running_mean: Optional[Tensor] = None,
+    running_var: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+    *,
+    activation: ActivationLike = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """``activation(F.instance_norm(input, ...) + residual)`` in one fused op, with
+    F.instance_norm's running statistics (updated with their batch average when
+    use_input_stats, used instead of the input's statistics otherwise)."""
+    if use_input_stats and _spatial_size(input) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
+    name, params, act_weight, seed = _op_args(spec_of(activation))
+    out, _, _ = torch.ops.fusednorm.instance_norm_act(
+        input,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        residual,
+        use_input_stats,
+        momentum,
+        eps,
+        name,
+        params,
+        act_weight,
+        seed,
+    )
+    return out
+
+
+def batch_layer_norm(
+    input: Tensor,
+    running_mean: Optional[Tensor] = None,
+    running_var: Optional[Tensor] = None,
+    running_feature_mean: Optional[Tensor] = None,
+    running_feature_var: Optional[Tensor] = None,
+    weight: Optional[Tensor] = None,
+    bias: Optional[Tensor] = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-3,
+    *,
+    batch_size: Optional[int] = None,
+    use_running_stats: Sequence[bool] = (True, True, False, False),
+    activation: ActivationLike = None,
+    residual: Optional[Tensor] = None,
+) -> Tensor:
+    """``activation(batch_layer_norm(input) + residual)``: Batch-Layer Normalization
+    (Ziaee & Cano 2022, arXiv 2209.08898) in one fused op.
+
+    ``y = weight * ((1/m - 1e-4) * x_layer + (1 - 1/m - 1e-4) * x_batch) / sqrt(C) + bias``,
+    where ``x_batch`` is input normalised per channel over the batch (and positions),
+    ``x_layer`` normalised per sample over the channels (and positions), ``C`` the
+    number of channels and ``m = batch_size`` (default: ``input.size(0)``; pass the
+    training batch size at inference, as the authors do).
+
+    training: mini-batch statistics; the running ones are updated in place when
+    given (``running_mean``/``running_var`` per channel, ``running_feature_mean``/
+    ``running_feature_var`` one element each, unbiased variances averaged with
+    ``momentum``). Otherwise ``use_running_stats`` says, for the batch mean, batch
+    variance, feature mean and feature variance in that order, whether to use the
+    running estimate (True) or the mini-batch's own statistic (False): the authors'
+    inference-time choice."""
+    name, params, act_weight, seed = _op_args(spec_of(activation))
+    out, _, _, _, _ = torch.ops.fusednorm.batch_layer_norm_act(
+        input,
+        weight,
+        bias,
+        running_mean,
+        running_var,
+        running_feature_mean,
+        running_feature_var,
+        residual,
+        training,
+        input.size(0) if batch_size is None else batch_size,
+        momentum,
+        eps,
+        [bool(flag) for flag in use_running_stats],
+        name,
+        params,
+        act_weight,
+        seed,
+    )
+    return out
+
+
+def _spatial_size(input: Tensor) -> int:
+    return math.prod(input.shape[2:])

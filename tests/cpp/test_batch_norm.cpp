@@ -4,33 +4,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <functional>
 #include <string>
 #include <vector>
 
+#include "norm_test_utils.h"
+
 namespace {
 
-struct ActivationCase {
-  std::string name;
-  std::vector<double> params;
-  std::function<torch::Tensor(const torch::Tensor&)> reference;
-};
-
-std::vector<ActivationCase> activation_cases() {
-  namespace F = torch::nn::functional;
-  return {
-      {"identity", {}, [](const torch::Tensor& z) { return z; }},
-      {"relu", {}, [](const torch::Tensor& z) { return torch::relu(z); }},
-      {"leaky_relu", {0.2}, [](const torch::Tensor& z) { return torch::leaky_relu(z, 0.2); }},
-      {"elu", {0.7}, [](const torch::Tensor& z) { return torch::elu(z, 0.7); }},
-      {"selu", {}, [](const torch::Tensor& z) { return torch::selu(z); }},
-      {"gelu", {}, [](const torch::Tensor& z) { return torch::gelu(z); }},
-      {"gelu_tanh", {}, [](const torch::Tensor& z) { return torch::gelu(z, "tanh"); }},
-      {"silu", {}, [](const torch::Tensor& z) { return torch::silu(z); }},
-      {"sigmoid", {}, [](const torch::Tensor& z) { return torch::sigmoid(z); }},
-      {"tanh", {}, [](const torch::Tensor& z) { return torch::tanh(z); }},
-  };
-}
+using fusednorm_test::activation_cases;
+using fusednorm_test::ActivationCase;
 
 class BatchNormAct : public ::testing::TestWithParam<std::tuple<int, bool, bool>> {};
 
@@ -67,16 +49,11 @@ TEST_P(BatchNormAct, MatchesATenForwardAndBackward) {
     EXPECT_TRUE(out.is_contiguous(torch::MemoryFormat::ChannelsLast));
   }
 
-  const torch::Tensor grad = torch::randn_like(out);
   std::vector<torch::Tensor> inputs{x, weight, bias};
   if (with_residual) {
     inputs.push_back(residual);
   }
-  const auto grads = torch::autograd::grad({out}, inputs, {grad});
-  const auto ref_grads = torch::autograd::grad({expected}, inputs, {grad});
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(grads[i], ref_grads[i], 1e-9, 1e-9)) << act.name << " grad " << i;
-  }
+  fusednorm_test::expect_same_gradients(out, expected, inputs, 1e-9, act.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllActivations, BatchNormAct,

@@ -1,0 +1,20 @@
+// Autocast policy of instance_norm_act: see autocast_kernel.h.
+#include <torch/library.h>
+
+#include "autocast_kernel.h"
+#include "fusednorm/ops.h"
+
+namespace fusednorm {
+
+using autocast_detail::AutocastKernel;
+constexpr size_t kResidual = 5;  // instance_norm_act's residual argument
+
+TORCH_LIBRARY_IMPL(fusednorm, AutocastCPU, m) {
+  m.impl("instance_norm_act", &AutocastKernel<c10::DispatchKey::AutocastCPU, kResidual, &instance_norm_act>::call);
+}
+
+TORCH_LIBRARY_IMPL(fusednorm, AutocastCUDA, m) {
+  m.impl("instance_norm_act", &AutocastKernel<c10::DispatchKey::AutocastCUDA, kResidual, &instance_norm_act>::call);
+}
+
+}  // namespace fusednorm
