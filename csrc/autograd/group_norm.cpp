@@ -15,7 +15,8 @@ class GroupNormActFunction : public torch::autograd::Function<GroupNormActFuncti
   static variable_list forward(AutogradContext* ctx, const at::Tensor& input, int64_t num_groups,
                                const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
                                const std::optional<at::Tensor>& residual, double eps, std::string activation,
-                               std::vector<double> activation_params, const std::optional<at::Tensor>& activation_weight,
+                               std::vector<double> activation_params,
+                               const std::optional<at::Tensor>& activation_weight,
                                const std::optional<at::Tensor>& activation_seed) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, save_mean, save_invstd] = group_norm_act(input, num_groups, weight, bias, residual, eps, activation,
@@ -30,10 +31,9 @@ class GroupNormActFunction : public torch::autograd::Function<GroupNormActFuncti
 
   static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
     const SavedNormAct s(ctx, grad_outputs);
-    const auto grads = group_norm_act_backward(s.grad_out, s.input, ctx->saved_data["num_groups"].toInt(), s.weight,
-                                               s.bias, s.residual, s.stats[0], s.stats[1], s.activation,
-                                               s.activation_params, s.activation_weight, s.activation_seed,
-                                               s.output_mask);
+    const auto grads = group_norm_act_backward(
+        s.grad_out, s.input, ctx->saved_data["num_groups"].toInt(), s.weight, s.bias, s.residual, s.stats[0],
+        s.stats[1], s.activation, s.activation_params, s.activation_weight, s.activation_seed, s.output_mask);
     return s.gradients(grads, {.count = 10, .weight = 2, .bias = 3, .residual = 4, .activation_weight = 8});
   }
 };
@@ -50,8 +50,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_act_autograd(
 
 }  // namespace
 
-TORCH_LIBRARY_IMPL(fusednorm, Autograd, m) {
-  m.impl("group_norm_act", &group_norm_act_autograd);
-}
+TORCH_LIBRARY_IMPL(fusednorm, Autograd, m) { m.impl("group_norm_act", &group_norm_act_autograd); }
 
 }  // namespace fusednorm

@@ -82,7 +82,8 @@ class RunningStatsNormFunction : public torch::autograd::Function<RunningStatsNo
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                                const std::optional<at::Tensor>& running_var, const std::optional<at::Tensor>& residual,
                                bool use_batch_stats, double momentum, double eps, std::string activation,
-                               std::vector<double> activation_params, const std::optional<at::Tensor>& activation_weight,
+                               std::vector<double> activation_params,
+                               const std::optional<at::Tensor>& activation_weight,
                                const std::optional<at::Tensor>& activation_seed) {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [out, save_mean, save_invstd] =
@@ -115,8 +116,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> running_stats_norm_autograd(
     c10::string_view activation, c10::ArrayRef<double> activation_params,
     const std::optional<at::Tensor>& activation_weight, const std::optional<at::Tensor>& activation_seed) {
   auto outputs = RunningStatsNormFunction<ForwardOp, BackwardOp>::apply(
-      input, weight, bias, running_mean, running_var, residual, use_batch_stats, momentum, eps,
-      std::string(activation), activation_params.vec(), activation_weight, activation_seed);
+      input, weight, bias, running_mean, running_var, residual, use_batch_stats, momentum, eps, std::string(activation),
+      activation_params.vec(), activation_weight, activation_seed);
   bump_versions_if(use_batch_stats, {&running_mean, &running_var});
   return {outputs[0], outputs[1], outputs[2]};
 }

@@ -52,9 +52,9 @@ void check_forward_args(const at::Tensor& input, const std::optional<at::Tensor>
                         const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& running_mean,
                         const std::optional<at::Tensor>& running_var,
                         const std::optional<at::Tensor>& running_feature_mean,
-                        const std::optional<at::Tensor>& running_feature_var,
-                        const std::optional<at::Tensor>& residual, bool training, int64_t batch_size, double eps,
-                        std::array<bool, 4> use_running_stats, c10::string_view activation) {
+                        const std::optional<at::Tensor>& running_feature_var, const std::optional<at::Tensor>& residual,
+                        bool training, int64_t batch_size, double eps, std::array<bool, 4> use_running_stats,
+                        c10::string_view activation) {
   check_input(kOp, input);
   check_common_forward_args(kOp, input, weight, bias, residual, eps, activation);
   check_running_stats(kOp, running_mean, running_var, input);
@@ -81,13 +81,9 @@ struct BlnStats {
   at::Tensor feature_mean, feature_invstd, feature_own_mean;  // [N, 1, 1]
 };
 
-StatLayout batch_layout(const ChannelView& view) {
-  return StatLayout{view.N, view.C, view.C, /*over_batch=*/true};
-}
+StatLayout batch_layout(const ChannelView& view) { return StatLayout{view.N, view.C, view.C, /*over_batch=*/true}; }
 
-StatLayout feature_layout(const ChannelView& view) {
-  return StatLayout{view.N, view.C, 1, /*over_batch=*/false};
-}
+StatLayout feature_layout(const ChannelView& view) { return StatLayout{view.N, view.C, 1, /*over_batch=*/false}; }
 
 std::array<bool, 4> stats_from_running(bool training, std::array<bool, 4> use_running_stats) {
   return training ? std::array<bool, 4>{} : use_running_stats;
@@ -97,10 +93,12 @@ std::vector<NormTerm> bln_terms(const ChannelView& view, int64_t batch_size, std
                                 const BlnStats& stats) {
   const double inv_m = 1.0 / static_cast<double>(batch_size);
   const double inv_sqrt_d = 1.0 / std::sqrt(static_cast<double>(view.C));
-  NormTerm batch{batch_layout(view), stats.batch_mean, stats.batch_invstd, (1.0 - inv_m - kZeta) * inv_sqrt_d,
-                 !from_running[kBatchMean], !from_running[kBatchVar], stats.batch_own_mean};
-  NormTerm feature{feature_layout(view), stats.feature_mean, stats.feature_invstd, (inv_m - kZeta) * inv_sqrt_d,
-                   !from_running[kFeatureMean], !from_running[kFeatureVar], stats.feature_own_mean};
+  NormTerm batch{
+      batch_layout(view),        stats.batch_mean,         stats.batch_invstd,  (1.0 - inv_m - kZeta) * inv_sqrt_d,
+      !from_running[kBatchMean], !from_running[kBatchVar], stats.batch_own_mean};
+  NormTerm feature{feature_layout(view),         stats.feature_mean,          stats.feature_invstd,
+                   (inv_m - kZeta) * inv_sqrt_d, !from_running[kFeatureMean], !from_running[kFeatureVar],
+                   stats.feature_own_mean};
   return {batch, feature};
 }
 
@@ -152,8 +150,7 @@ BlnOutputs batch_layer_norm_act_forward(
   if (training && defined(running_feature_mean)) {
     const double d = feature.count(view.S);
     update_running_stat(*running_feature_mean, feature_mean.mean().reshape({1}), momentum);
-    update_running_stat(*running_feature_var, feature_var.mean().reshape({1}) * (d > 1 ? d / (d - 1) : 1.0),
-                        momentum);
+    update_running_stat(*running_feature_var, feature_var.mean().reshape({1}) * (d > 1 ? d / (d - 1) : 1.0), momentum);
   }
   // A running statistic broadcast to its layout; copies, as outputs must not alias inputs.
   auto running_stat = [&](const std::optional<at::Tensor>& t, const StatLayout& layout) {
@@ -171,7 +168,8 @@ BlnOutputs batch_layer_norm_act_forward(
   if (from_running[kFeatureMean] && !from_running[kFeatureVar]) {
     stats.feature_own_mean = feature_mean;
   }
-  at::Tensor out = forward_from_terms(view, residual, weight, bias, bln_terms(view, batch_size, from_running, stats), act);
+  at::Tensor out =
+      forward_from_terms(view, residual, weight, bias, bln_terms(view, batch_size, from_running, stats), act);
   return {out, stats.batch_mean.reshape({view.C}), stats.batch_invstd.reshape({view.C}),
           stats.feature_mean.reshape({view.N}), stats.feature_invstd.reshape({view.N})};
 }
@@ -195,8 +193,7 @@ NormActGrads batch_layer_norm_act_backward_impl(
                        stats.batch_invstd = saved(batch_invstd, batch_layout(view));
                        stats.feature_mean = saved(feature_mean, feature_layout(view));
                        stats.feature_invstd = saved(feature_invstd, feature_layout(view));
-                       std::tie(stats.batch_own_mean, stats.feature_own_mean) =
-                           own_means_if_needed(view, from_running);
+                       std::tie(stats.batch_own_mean, stats.feature_own_mean) = own_means_if_needed(view, from_running);
                        return bln_terms(view, batch_size, from_running, stats);
                      });
 }
@@ -216,27 +213,31 @@ BlnOutputs batch_layer_norm_act_meta(
   return {dense_like(input), per_channel(), per_channel(), per_sample(), per_sample()};
 }
 
-NormActGrads batch_layer_norm_act_backward_meta(
-    const at::Tensor&, const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, const at::Tensor&,
-    const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, int64_t, std::array<bool, 4>, c10::string_view,
-    c10::ArrayRef<double>, const std::optional<at::Tensor>& activation_weight, const std::optional<at::Tensor>&,
-    std::array<bool, 5> output_mask) {
+NormActGrads batch_layer_norm_act_backward_meta(const at::Tensor&, const at::Tensor& input,
+                                                const std::optional<at::Tensor>& weight,
+                                                const std::optional<at::Tensor>& bias,
+                                                const std::optional<at::Tensor>& residual, const at::Tensor&,
+                                                const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, int64_t,
+                                                std::array<bool, 4>, c10::string_view, c10::ArrayRef<double>,
+                                                const std::optional<at::Tensor>& activation_weight,
+                                                const std::optional<at::Tensor>&, std::array<bool, 5> output_mask) {
   return backward_meta_outputs(input, weight, bias, residual, activation_weight, output_mask);
 }
 
-using BatchLayerNormSignature = BlnOutputs(
-    const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool, int64_t, double, double,
-    std::array<bool, 4>, c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&);
-using BatchLayerNormBackwardSignature =
-    NormActGrads(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&,
-                 const at::Tensor&, const at::Tensor&, const at::Tensor&, bool, int64_t, std::array<bool, 4>,
-                 c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, std::array<bool, 5>);
+using BatchLayerNormSignature = BlnOutputs(const at::Tensor&, const std::optional<at::Tensor>&,
+                                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                           const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool,
+                                           int64_t, double, double, std::array<bool, 4>, c10::string_view,
+                                           c10::ArrayRef<double>, const std::optional<at::Tensor>&,
+                                           const std::optional<at::Tensor>&);
+using BatchLayerNormBackwardSignature = NormActGrads(const at::Tensor&, const at::Tensor&,
+                                                     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                                     const std::optional<at::Tensor>&, const at::Tensor&,
+                                                     const at::Tensor&, const at::Tensor&, const at::Tensor&, bool,
+                                                     int64_t, std::array<bool, 4>, c10::string_view,
+                                                     c10::ArrayRef<double>, const std::optional<at::Tensor>&,
+                                                     const std::optional<at::Tensor>&, std::array<bool, 5>);
 
 }  // namespace
 }  // namespace detail

@@ -106,13 +106,14 @@ NormActGrads group_norm_act_backward_meta(const at::Tensor&, const at::Tensor& i
 
 using GroupNormSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>(
     const at::Tensor&, int64_t, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
-    const std::optional<at::Tensor>&, double, c10::string_view, c10::ArrayRef<double>,
-    const std::optional<at::Tensor>&, const std::optional<at::Tensor>&);
-using GroupNormBackwardSignature =
-    NormActGrads(const at::Tensor&, const at::Tensor&, int64_t, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&,
-                 const at::Tensor&, c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, std::array<bool, 5>);
+    const std::optional<at::Tensor>&, double, c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&);
+using GroupNormBackwardSignature = NormActGrads(const at::Tensor&, const at::Tensor&, int64_t,
+                                                const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                                const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&,
+                                                c10::string_view, c10::ArrayRef<double>,
+                                                const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+                                                std::array<bool, 5>);
 
 }  // namespace
 }  // namespace detail

@@ -142,12 +142,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act(
                  activation_params, activation_weight, activation_seed);
 }
 
-NormActGrads instance_norm_act_backward(
-    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
-    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
-    const at::Tensor& save_invstd, bool use_input_stats, std::string_view activation,
-    c10::ArrayRef<double> activation_params, const std::optional<at::Tensor>& activation_weight,
-    const std::optional<at::Tensor>& activation_seed, std::array<bool, 5> output_mask) {
+NormActGrads instance_norm_act_backward(const at::Tensor& grad_out, const at::Tensor& input,
+                                        const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                        const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+                                        const at::Tensor& save_invstd, bool use_input_stats,
+                                        std::string_view activation, c10::ArrayRef<double> activation_params,
+                                        const std::optional<at::Tensor>& activation_weight,
+                                        const std::optional<at::Tensor>& activation_seed,
+                                        std::array<bool, 5> output_mask) {
   static auto op =
       detail::typed_op<detail::RunningStatsNormBackwardSignature>("fusednorm::_instance_norm_act_backward");
   return op.call(grad_out, input, weight, bias, residual, save_mean, save_invstd, use_input_stats, activation,

@@ -9,9 +9,7 @@
 
 namespace fusednorm::detail {
 
-bool defined(const std::optional<at::Tensor>& t) {
-  return t.has_value() && t->defined();
-}
+bool defined(const std::optional<at::Tensor>& t) { return t.has_value() && t->defined(); }
 
 std::optional<at::Tensor> optional_of(const at::Tensor& t) {
   return t.defined() ? std::optional<at::Tensor>(t) : std::nullopt;
@@ -60,9 +58,7 @@ void check_grad_out(std::string_view op, const at::Tensor& grad_out, const at::T
               ": grad_out must match input's shape and dtype");
 }
 
-void check_eps(std::string_view op, double eps) {
-  TORCH_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps);
-}
+void check_eps(std::string_view op, double eps) { TORCH_CHECK(eps >= 0, op, ": eps must be non-negative, got ", eps); }
 
 void check_common_forward_args(std::string_view op, const at::Tensor& input, const std::optional<at::Tensor>& weight,
                                const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
@@ -86,9 +82,7 @@ void update_running_stat(const at::Tensor& running, const at::Tensor& value, dou
   running.copy_(running.to(value.scalar_type()) * (1 - momentum) + value * momentum);
 }
 
-std::vector<int64_t> StatLayout::shape() const {
-  return {over_batch ? 1 : N, groups, 1};
-}
+std::vector<int64_t> StatLayout::shape() const { return {over_batch ? 1 : N, groups, 1}; }
 
 at::Tensor StatLayout::reduce(const at::Tensor& per_plane) const {
   const at::Tensor grouped = per_plane.expand({N, C}).reshape({N, groups, C / groups});
@@ -101,8 +95,7 @@ at::Tensor StatLayout::expand(const at::Tensor& stat) const {
 }
 
 double StatLayout::count(int64_t spatial_size) const {
-  return static_cast<double>(spatial_size) * static_cast<double>(C / groups) *
-         static_cast<double>(over_batch ? N : 1);
+  return static_cast<double>(spatial_size) * static_cast<double>(C / groups) * static_cast<double>(over_batch ? N : 1);
 }
 
 std::pair<at::Tensor, at::Tensor> layout_moments(const StatLayout& layout, const at::Tensor& partial_mean,
@@ -304,19 +297,19 @@ NormActGrads backward_meta_outputs(const at::Tensor& input, const std::optional<
   auto like_if = [](bool wanted, const std::optional<at::Tensor>& t) -> std::optional<at::Tensor> {
     return wanted && defined(t) ? std::optional<at::Tensor>(at::empty_like(*t)) : std::nullopt;
   };
-  return {output_mask[0] ? std::optional<at::Tensor>(dense_like(input)) : std::nullopt,
-          like_if(output_mask[1], weight), like_if(output_mask[2], bias),
+  return {output_mask[0] ? std::optional<at::Tensor>(dense_like(input)) : std::nullopt, like_if(output_mask[1], weight),
+          like_if(output_mask[2], bias),
           output_mask[3] && defined(residual) ? std::optional<at::Tensor>(dense_like(input)) : std::nullopt,
           like_if(output_mask[4], activation_weight)};
 }
 
 NormActGrads running_stats_norm_backward_meta(const at::Tensor&, const at::Tensor& input,
-                                               const std::optional<at::Tensor>& weight,
-                                               const std::optional<at::Tensor>& bias,
-                                               const std::optional<at::Tensor>& residual, const at::Tensor&,
-                                               const at::Tensor&, bool, c10::string_view, c10::ArrayRef<double>,
-                                               const std::optional<at::Tensor>& activation_weight,
-                                               const std::optional<at::Tensor>&, std::array<bool, 5> output_mask) {
+                                              const std::optional<at::Tensor>& weight,
+                                              const std::optional<at::Tensor>& bias,
+                                              const std::optional<at::Tensor>& residual, const at::Tensor&,
+                                              const at::Tensor&, bool, c10::string_view, c10::ArrayRef<double>,
+                                              const std::optional<at::Tensor>& activation_weight,
+                                              const std::optional<at::Tensor>&, std::array<bool, 5> output_mask) {
   return backward_meta_outputs(input, weight, bias, residual, activation_weight, output_mask);
 }
 

@@ -121,8 +121,7 @@ at::Tensor dense_like(const at::Tensor& input);
 // The outputs of a _<norm>_act_backward op, for its meta kernel.
 NormActGrads backward_meta_outputs(const at::Tensor& input, const std::optional<at::Tensor>& weight,
                                    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual,
-                                   const std::optional<at::Tensor>& activation_weight,
-                                   std::array<bool, 5> output_mask);
+                                   const std::optional<at::Tensor>& activation_weight, std::array<bool, 5> output_mask);
 
 // The dispatcher handle of fusednorm::<name>, for the C++ entry points of ops.h.
 template <typename Signature>
@@ -145,10 +144,9 @@ using RunningStatsNormSignature = std::tuple<at::Tensor, at::Tensor, at::Tensor>
     const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, bool, double,
     double, c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
     const std::optional<at::Tensor>&);
-using RunningStatsNormBackwardSignature =
-    NormActGrads(const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, const at::Tensor&,
-                 const at::Tensor&, bool, c10::string_view, c10::ArrayRef<double>, const std::optional<at::Tensor>&,
-                 const std::optional<at::Tensor>&, std::array<bool, 5>);
+using RunningStatsNormBackwardSignature = NormActGrads(
+    const at::Tensor&, const at::Tensor&, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&,
+    const std::optional<at::Tensor>&, const at::Tensor&, const at::Tensor&, bool, c10::string_view,
+    c10::ArrayRef<double>, const std::optional<at::Tensor>&, const std::optional<at::Tensor>&, std::array<bool, 5>);
 
 }  // namespace fusednorm::detail

@@ -20,6 +20,11 @@ def _op_args(spec: ActivationSpec):
     return spec.name, list(spec.params), spec.weight, seed
 
 
+def _call_fused(op, activation: ActivationLike, *norm_args):
+    """The output of a fused op called with its norm arguments and then the activation's."""
+    return op(*norm_args, *_op_args(spec_of(activation)))[0]
+
+
 def batch_norm(
     input: Tensor,
     running_mean: Optional[Tensor],
@@ -37,23 +42,8 @@ def batch_norm(
 
     ``activation`` is a name (``"relu"``, ``"silu"``, ...) or a torch.nn activation
     module whose parameters are used (``nn.LeakyReLU(0.2)``, ``nn.PReLU(C)``)."""
-    name, params, act_weight, seed = _op_args(spec_of(activation))
-    out, _, _ = torch.ops.fusednorm.batch_norm_act(
-        input,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        residual,
-        training,
-        momentum,
-        eps,
-        name,
-        params,
-        act_weight,
-        seed,
-    )
-    return out
+    args = (input, weight, bias, running_mean, running_var, residual, training, momentum, eps)
+    return _call_fused(torch.ops.fusednorm.batch_norm_act, activation, *args)
 
 
 def group_norm(
@@ -72,11 +62,7 @@ def group_norm(
     if input.dim() >= 2 and num_groups > 0:  # as F.group_norm: no groups of one value
         if input.size(0) * (input.size(1) // num_groups) * _spatial_size(input) == 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got input size {input.size()}")
-    name, params, act_weight, seed = _op_args(spec_of(activation))
-    out, _, _ = torch.ops.fusednorm.group_norm_act(
-        input, num_groups, weight, bias, residual, eps, name, params, act_weight, seed
-    )
-    return out
+    return _call_fused(torch.ops.fusednorm.group_norm_act, activation, input, num_groups, weight, bias, residual, eps)
 
 
 def instance_norm(
@@ -97,23 +83,8 @@ def instance_norm(
     use_input_stats, used instead of the input's statistics otherwise)."""
     if use_input_stats and _spatial_size(input) == 1:
         raise ValueError(f"Expected more than 1 spatial element when training, got input size {input.size()}")
-    name, params, act_weight, seed = _op_args(spec_of(activation))
-    out, _, _ = torch.ops.fusednorm.instance_norm_act(
-        input,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        residual,
-        use_input_stats,
-        momentum,
-        eps,
-        name,
-        params,
-        act_weight,
-        seed,
-    )
-    return out
+    args = (input, weight, bias, running_mean, running_var, residual, use_input_stats, momentum, eps)
+    return _call_fused(torch.ops.fusednorm.instance_norm_act, activation, *args)
 
 
 def batch_layer_norm(
@@ -149,27 +120,11 @@ def batch_layer_norm(
     variance, feature mean and feature variance in that order, whether to use the
     running estimate (True) or the mini-batch's own statistic (False): the authors'
     inference-time choice."""
-    name, params, act_weight, seed = _op_args(spec_of(activation))
-    out, _, _, _, _ = torch.ops.fusednorm.batch_layer_norm_act(
-        input,
-        weight,
-        bias,
-        running_mean,
-        running_var,
-        running_feature_mean,
-        running_feature_var,
-        residual,
-        training,
-        input.size(0) if batch_size is None else batch_size,
-        momentum,
-        eps,
-        [bool(flag) for flag in use_running_stats],
-        name,
-        params,
-        act_weight,
-        seed,
-    )
-    return out
+    running = (running_mean, running_var, running_feature_mean, running_feature_var)
+    m = input.size(0) if batch_size is None else batch_size
+    flags = [bool(flag) for flag in use_running_stats]
+    args = (input, weight, bias, *running, residual, training, m, momentum, eps, flags)
+    return _call_fused(torch.ops.fusednorm.batch_layer_norm_act, activation, *args)
 
 
 def _spatial_size(input: Tensor) -> int:

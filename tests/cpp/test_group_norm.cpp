@@ -38,10 +38,9 @@ TEST_P(GroupNormAct, MatchesATenForwardAndBackward) {
   const torch::Tensor weight = (torch::rand({6}, kDouble) + 0.5).requires_grad_();
   const torch::Tensor bias = torch::randn({6}, kDouble).requires_grad_();
 
-  auto [out, save_mean, save_invstd] =
-      fusednorm::group_norm_act(x, groups, weight, bias,
-                                with_residual ? std::optional<torch::Tensor>(residual) : std::nullopt, 1e-5,
-                                act.name, act.params);
+  auto [out, save_mean, save_invstd] = fusednorm::group_norm_act(
+      x, groups, weight, bias, with_residual ? std::optional<torch::Tensor>(residual) : std::nullopt, 1e-5, act.name,
+      act.params);
   torch::Tensor z = torch::group_norm(x, groups, weight, bias, 1e-5);
   if (with_residual) {
     z = z + residual;
@@ -127,8 +126,7 @@ TEST(GroupNormActErrors, ClearMessages) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("must be divisible by num_groups (4)"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(fusednorm::group_norm_act(x, 3, torch::ones({4}), std::nullopt, std::nullopt, 1e-5, "relu"),
-               c10::Error);
+  EXPECT_THROW(fusednorm::group_norm_act(x, 3, torch::ones({4}), std::nullopt, std::nullopt, 1e-5, "relu"), c10::Error);
   EXPECT_THROW(fusednorm::instance_norm_act(x, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
                                             /*use_input_stats=*/false, 0.1, 1e-5, "relu"),
                c10::Error);

@@ -1,18 +1,115 @@
-"""What the group, instance and batch-layer norm tests share: activations built
-for a given channel count, and one comparison of a fused call with its oracle,
-forward and every gradient, on the same (rounded) inputs."""
+"""What the norm tests share: inputs in every layout, activations built for a
+given channel count, one comparison of a fused call with its oracle (forward and
+every gradient, on the same rounded inputs), parametrizations, and module checks
+against the torch.nn class."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from reference import ACTIVATIONS, assert_close, oracle_dtype
-from test_batch_norm import LOW_PRECISION, make_input  # noqa: F401  (re-exported for the norm tests)
 
 DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def make_input(shape, dtype, layout, device, mean=0.5, std=2.0):
+    """Random input in the requested memory layout; 'strided' is a non-dense view."""
+    if layout == "strided":
+        # Every other element of the last dim, of a tensor twice as wide: not dense.
+        big = torch.randn(*shape[:-1], shape[-1] * 2, device=device) * std + mean
+        x = big.to(dtype)[..., ::2]
+        assert not x.is_contiguous()
+        return x
+    x = (torch.randn(shape, device=device) * std + mean).to(dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
+    return x
+
+
+def _with_marks(*marks):
+    def decorate(test):
+        for mark in reversed(marks):
+            test = mark(test)
+        return test
+
+    return decorate
+
+
+# test(device, dtype, activation_name, layout, with_residual) for every activation.
+every_activation = _with_marks(
+    pytest.mark.parametrize("dtype", DTYPES, ids=str),
+    pytest.mark.parametrize("activation_name", list(ACTIVATIONS)),
+    pytest.mark.parametrize("layout", ["contiguous", "channels_last"]),
+    pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"]),
+)
+
+
+def over_shapes(shapes):
+    """test(device, dtype, shape, layout, activation_name, with_residual) for every
+    (shape, [layouts]) of shapes, every dtype, with and without residual."""
+    return _with_marks(
+        pytest.mark.parametrize("dtype", DTYPES, ids=str),
+        pytest.mark.parametrize(
+            "shape,layout", [(shape, layout) for shape, layouts in shapes for layout in layouts], ids=str
+        ),
+        pytest.mark.parametrize("activation_name,with_residual", [("relu", False), ("silu", True)]),
+    )
+
+
+def make_case_inputs(shape, dtype, layout, device, with_residual):
+    """(input, residual or None), both requiring grad."""
+    x = make_input(shape, dtype, layout, device).requires_grad_()
+    if not with_residual:
+        return x, None
+    return x, make_input(shape, dtype, layout, device, mean=0.0, std=1.0).requires_grad_()
+
+
+# Shapes every norm is tested on besides its own: odd sizes, 5-d, every layout.
+ODD_SHAPES = [
+    ((2, 6, 7, 7), ["contiguous", "channels_last", "strided"]),
+    ((2, 33, 9, 11), ["contiguous", "channels_last", "strided"]),
+    ((2, 4, 3, 5, 6), ["contiguous", "channels_last", "strided"]),
+]
+
+
+def check_gradients(shape, layout, device, activation, call):
+    """torch.autograd.gradcheck in float64 of call(input, weight, bias, residual,
+    activation, activation_params, activation_weight, activation_seed) (a fused op;
+    its first output) with respect to input, weight, bias, residual and the PReLU weight."""
+    C = shape[1]
+    x = make_input(shape, torch.float64, layout, device).requires_grad_()
+    w = (torch.rand(C, dtype=torch.float64, device=device) + 0.5).requires_grad_()
+    b = torch.randn(C, dtype=torch.float64, device=device).requires_grad_()
+    r = make_input(shape, torch.float64, layout, device).requires_grad_()
+    act_weight = (torch.rand(C, dtype=torch.float64, device=device) * 0.3).requires_grad_()
+    params = [0.2] if activation == "leaky_relu" else []
+
+    def fn(x, w, b, r, aw):
+        return call(x, w, b, r, activation, params, aw if activation == "prelu" else None, None)[0]
+
+    assert torch.autograd.gradcheck(fn, (x, w, b, r, act_weight), eps=1e-6, atol=1e-5)
+
+
+def gain(weight):
+    return weight.detach().abs().max().item() if weight is not None else 1.0
+
+
+def max_invstd(stat_values, eps):
+    """Largest 1 / sqrt(var + eps) over statistics, each list entry holding the
+    values behind them as rows of a [num_statistics, values] tensor."""
+    return max(1 / (values.double().var(-1, unbiased=False).min().item() + eps) ** 0.5 for values in stat_values)
+
+
+def input_grad_magnitude(scale):
+    """Size of the terms a normalisation's input gradient is a difference of:
+    |grad_output| * |weight| * invstd (pass gain(weight) * max_invstd(...))."""
+    return lambda grad: grad.abs().max().item() * scale
 
 
 def activation_pair(name, num_channels, device, dtype):
@@ -84,3 +181,35 @@ def compare_with_oracle(
         magnitude = magnitudes[name](grad) if magnitudes and name in magnitudes else None
         assert_close(g, gr, leaf.dtype, f"grad {name} ({where})", scale=4.0, magnitude=magnitude)
     return y, yr
+
+
+def check_module_train_then_eval(fused, ref, shape, device, activation=F.relu, steps=3):
+    """fused (built with `activation`) against the torch.nn module ref followed by
+    activation: same state_dict keys, outputs over training steps, every buffer,
+    then eval with a residual."""
+    fused.load_state_dict(ref.state_dict())
+    assert fused.state_dict().keys() == ref.state_dict().keys()
+    for _ in range(steps):
+        x = torch.randn(shape, device=device) * 3 + 1
+        torch.testing.assert_close(fused(x), activation(ref(x)))
+    for name, buf in ref.named_buffers():
+        torch.testing.assert_close(dict(fused.named_buffers())[name], buf, msg=f"buffer {name}")
+    fused.eval()
+    ref.eval()
+    x = torch.randn(shape, device=device)
+    skip = torch.randn_like(x)
+    torch.testing.assert_close(fused(x, residual=skip), activation(ref(x) + skip))
+
+
+def check_non_contiguous_residual_and_grad(fused, ref, shape, device, activation=torch.tanh):
+    """A strided residual and a transposed grad_output, against ref + activation."""
+    x = torch.randn(shape, device=device, requires_grad=True)
+    skip = torch.randn(*shape[:-1], shape[-1] * 2, device=device)[..., ::2].requires_grad_()
+    y = fused(x, residual=skip)
+    yr = activation(ref(x) + skip)
+    torch.testing.assert_close(y, yr)
+    g = torch.randn(*shape[:-2], shape[-1], shape[-2], device=device).transpose(-1, -2)
+    gx, gs = torch.autograd.grad(y, (x, skip), g)
+    gxr, gsr = torch.autograd.grad(yr, (x, skip), g)
+    torch.testing.assert_close(gx, gxr)
+    torch.testing.assert_close(gs, gsr)

@@ -38,21 +38,27 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_bad_input_is_a_clear_error(case):
-    spec, message = CASES[case]
+def expect_clear_error(call, case, default_shape, running=None):
+    """call(x, **running, **spec) for case = (spec, message) raises a RuntimeError
+    matching message and leaves the running statistics untouched; spec's shape and
+    dtype keys make x."""
+    spec, message = case
     spec = dict(spec)
-    shape = spec.pop("shape", (2, 3, 4, 4))
+    shape = spec.pop("shape", default_shape)
     dtype = spec.pop("dtype", torch.float32)
     x = torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.randint(0, 5, shape, dtype=dtype)
-    rm, rv = running_stats(3, "cpu")
-    kwargs = dict(rm=rm, rv=rv)
-    kwargs.update(spec)
-    rm_before, rv_before = rm.clone(), rv.clone()
+    running = running or {}
+    before = {name: stat.clone() for name, stat in running.items()}
     with pytest.raises(RuntimeError, match=message):
-        call(x, **kwargs)
-    torch.testing.assert_close(rm, rm_before, rtol=0, atol=0)
-    torch.testing.assert_close(rv, rv_before, rtol=0, atol=0)
+        call(x, **{**running, **spec})
+    for name, stat in running.items():
+        torch.testing.assert_close(stat, before[name], rtol=0, atol=0, msg=f"{name} changed")
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_is_a_clear_error(case):
+    rm, rv = running_stats(3, "cpu")
+    expect_clear_error(call, CASES[case], (2, 3, 4, 4), dict(rm=rm, rv=rv))
 
 
 def test_module_errors():
@@ -95,13 +101,7 @@ GROUP_NORM_CASES = {
 
 @pytest.mark.parametrize("case", list(GROUP_NORM_CASES))
 def test_group_norm_bad_input_is_a_clear_error(case):
-    spec, message = GROUP_NORM_CASES[case]
-    spec = dict(spec)
-    shape = spec.pop("shape", (2, 6, 4, 4))
-    dtype = spec.pop("dtype", torch.float32)
-    x = torch.randn(shape).to(dtype) if dtype.is_floating_point else torch.randint(0, 5, shape, dtype=dtype)
-    with pytest.raises(RuntimeError, match=message):
-        call_group_norm(x, **spec)
+    expect_clear_error(call_group_norm, GROUP_NORM_CASES[case], (2, 6, 4, 4))
 
 
 def test_group_norm_module_errors():
@@ -130,49 +130,25 @@ INSTANCE_NORM_CASES = {
 
 @pytest.mark.parametrize("case", list(INSTANCE_NORM_CASES))
 def test_instance_norm_bad_input_is_a_clear_error(case):
-    spec, message = INSTANCE_NORM_CASES[case]
-    spec = dict(spec)
-    x = torch.randn(spec.pop("shape", (2, 3, 4, 4)))
     rm, rv = running_stats(3, "cpu")
-    kwargs = dict(rm=rm, rv=rv)
-    kwargs.update(spec)
-    rm_before, rv_before = rm.clone(), rv.clone()
-    with pytest.raises(RuntimeError, match=message):
-        call_instance_norm(x, **kwargs)
-    torch.testing.assert_close(rm, rm_before, rtol=0, atol=0)
-    torch.testing.assert_close(rv, rv_before, rtol=0, atol=0)
+    expect_clear_error(call_instance_norm, INSTANCE_NORM_CASES[case], (2, 3, 4, 4), dict(rm=rm, rv=rv))
 
 
-def call_batch_layer_norm(x, *, weight=None, residual=None, stats, training=True, batch_size=2, flags=(1, 1, 0, 0)):
+def call_batch_layer_norm(x, *, rm, rv, rfm, rfv, weight=None, residual=None, training=True, batch_size=2, flags=()):
+    flags = [bool(f) for f in flags] or [True, True, False, False]
     return torch.ops.fusednorm.batch_layer_norm_act(
-        x,
-        weight,
-        None,
-        *stats,
-        residual,
-        training,
-        batch_size,
-        0.1,
-        1e-3,
-        [bool(f) for f in flags],
-        "relu",
-        [],
-        None,
-        None,
+        x, weight, None, rm, rv, rfm, rfv, residual, training, batch_size, 0.1, 1e-3, flags, "relu", [], None, None
     )
 
 
 BATCH_LAYER_NORM_CASES = {
     "weight size": (dict(weight=torch.ones(4)), "weight must be a 1-d tensor of 3 elements"),
-    "feature stat size": (dict(stats={2: torch.zeros(3)}), "running_feature_mean must be a 1-d tensor of 1 element"),
-    "feature stats apart": (
-        dict(stats={3: None}),
-        "running_feature_mean and running_feature_var must be given together",
-    ),
-    "batch stat size": (dict(stats={1: torch.ones(2)}), "running_var must be a 1-d tensor of 3 elements"),
+    "feature stat size": (dict(rfm=torch.zeros(3)), "running_feature_mean must be a 1-d tensor of 1 element"),
+    "feature stats apart": (dict(rfv=None), "running_feature_mean and running_feature_var must be given together"),
+    "batch stat size": (dict(rv=torch.ones(2)), "running_var must be a 1-d tensor of 3 elements"),
     "batch_size zero": (dict(batch_size=0), r"batch_size \(the m of the mixing weights 1/m\) must be positive"),
     "running statistic missing at inference": (
-        dict(training=False, flags=(1, 1, 1, 0), stats={2: None, 3: None}),
+        dict(training=False, flags=(1, 1, 1, 0), rfm=None, rfv=None),
         r"use_running_stats\[2\] asks for running_feature_mean when training=False",
     ),
     "residual dtype": (dict(residual=torch.randn(2, 3, 4, 4, dtype=torch.float64)), "residual must have input's dtype"),
@@ -181,15 +157,6 @@ BATCH_LAYER_NORM_CASES = {
 
 @pytest.mark.parametrize("case", list(BATCH_LAYER_NORM_CASES))
 def test_batch_layer_norm_bad_input_is_a_clear_error(case):
-    spec, message = BATCH_LAYER_NORM_CASES[case]
-    spec = dict(spec)
-    x = torch.randn(2, 3, 4, 4)
-    stats = [*running_stats(3, "cpu"), torch.zeros(1), torch.ones(1)]
-    before = [t.clone() for t in stats]
-    for index, replacement in spec.pop("stats", {}).items():
-        stats[index] = replacement
-    with pytest.raises(RuntimeError, match=message):
-        call_batch_layer_norm(x, stats=stats, **spec)
-    for t, b in zip(stats, before):
-        if t is not None and t.shape == b.shape:
-            torch.testing.assert_close(t, b, rtol=0, atol=0)
+    rm, rv = running_stats(3, "cpu")
+    running = dict(rm=rm, rv=rv, rfm=torch.zeros(1), rfv=torch.ones(1))
+    expect_clear_error(call_batch_layer_norm, BATCH_LAYER_NORM_CASES[case], (2, 3, 4, 4), running)

@@ -7,19 +7,18 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusednorm
-from norm_cases import DTYPES, LOW_PRECISION, activation_pair, compare_with_oracle, make_input, make_params
-from reference import ACTIVATIONS, assert_close, group_norm_act
+import norm_cases as cases
+from reference import assert_close, group_norm_act
 
 EPS = 1e-5
 
 
 def run_case(device, dtype, shape, groups, layout, activation_name, with_residual, affine=True, param_dtype=None):
     N, C = shape[:2]
-    param_dtype = param_dtype or (torch.float32 if dtype in LOW_PRECISION else dtype)
-    act, ref_act = activation_pair(activation_name, C, device, dtype)
-    weight, bias = make_params(C, device, param_dtype, affine)
-    x = make_input(shape, dtype, layout, device).requires_grad_()
-    residual = make_input(shape, dtype, layout, device, mean=0.0, std=1.0).requires_grad_() if with_residual else None
+    param_dtype = param_dtype or (torch.float32 if dtype in cases.LOW_PRECISION else dtype)
+    act, ref_act = cases.activation_pair(activation_name, C, device, dtype)
+    weight, bias = cases.make_params(C, device, param_dtype, affine)
+    x, residual = cases.make_case_inputs(shape, dtype, layout, device, with_residual)
 
     def fused(input, residual, weight, bias):
         return fusednorm.functional.group_norm(input, groups, weight, bias, EPS, activation=act, residual=residual)
@@ -27,34 +26,21 @@ def run_case(device, dtype, shape, groups, layout, activation_name, with_residua
     def oracle(input, residual, weight, bias):
         return group_norm_act(input, groups, weight, bias, EPS, ref_act, residual)
 
-    max_invstd = 1 / (x.detach().double().reshape(N, groups, -1).var(-1, unbiased=False).min().item() + EPS) ** 0.5
-    gain = weight.detach().abs().max().item() if affine else 1.0
-
-    def input_grad_magnitude(grad):
-        return grad.abs().max().item() * gain * max_invstd
+    invstd = cases.max_invstd([x.detach().reshape(N * groups, -1)], EPS)
 
     def weight_grad_magnitude(grad):
+        # One-element groups: x_hat is 0, and the oracle's is rounding noise of this size.
         per_channel = (grad.double() * x.detach().double()).abs().transpose(0, 1).reshape(C, -1).sum(-1)
-        return per_channel.max().item() * max_invstd
+        return per_channel.max().item() * invstd
 
+    magnitudes = dict(input=cases.input_grad_magnitude(cases.gain(weight) * invstd), weight=weight_grad_magnitude)
+    inputs = dict(input=x, residual=residual, weight=weight, bias=bias)
     where = f"{activation_name} {dtype} {shape} G={groups} {layout}"
-    compare_with_oracle(
-        fused,
-        oracle,
-        dict(input=x, residual=residual, weight=weight, bias=bias),
-        dtype,
-        where,
-        act,
-        ref_act,
-        dict(input=input_grad_magnitude, weight=weight_grad_magnitude),
-        output_magnitude=x.detach().abs().max().item() * gain * max_invstd,
-    )
+    output_magnitude = x.detach().abs().max().item() * cases.gain(weight) * invstd
+    cases.compare_with_oracle(fused, oracle, inputs, dtype, where, act, ref_act, magnitudes, output_magnitude)
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("activation_name", list(ACTIVATIONS))
-@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
-@pytest.mark.parametrize("with_residual", [False, True], ids=["plain", "residual"])
+@cases.every_activation
 def test_every_activation(device, dtype, activation_name, layout, with_residual):
     run_case(device, dtype, (3, 6, 5, 5), 3, layout, activation_name, with_residual)
 
@@ -72,7 +58,7 @@ SHAPES = [
 ]
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", cases.DTYPES, ids=str)
 @pytest.mark.parametrize(
     "shape,groups,layout",
     [(shape, g, layout) for shape, groups, layouts in SHAPES for g in groups for layout in layouts],
@@ -117,7 +103,7 @@ def test_module_matches_torch(device, layout):
     fused = fusednorm.nn.GroupNorm(2, 6, activation="silu").to(device)
     fused.load_state_dict(ref.state_dict())
     assert fused.state_dict().keys() == ref.state_dict().keys()
-    x = make_input((3, 6, 5, 4), torch.float32, layout, device)
+    x = cases.make_input((3, 6, 5, 4), torch.float32, layout, device)
     skip = torch.randn_like(x)
     y = fused(x, residual=skip)
     torch.testing.assert_close(y, F.silu(ref(x) + skip))
@@ -160,44 +146,15 @@ def test_rrelu_training_is_reproducible_and_consistent(device):
 @pytest.mark.parametrize("activation", ["silu", "leaky_relu", "gelu_tanh", "prelu"])
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
 def test_gradcheck(device, groups, activation, layout):
-    C = 6
-    x = make_input((2, C, 3, 2), torch.float64, layout, device).requires_grad_()
-    w = (torch.rand(C, dtype=torch.float64, device=device) + 0.5).requires_grad_()
-    b = torch.randn(C, dtype=torch.float64, device=device).requires_grad_()
-    r = make_input((2, C, 3, 2), torch.float64, layout, device).requires_grad_()
-    act_weight = (torch.rand(C, dtype=torch.float64, device=device) * 0.3).requires_grad_()
+    def call(x, w, b, r, *activation_args):
+        return torch.ops.fusednorm.group_norm_act(x, groups, w, b, r, EPS, *activation_args)
 
-    def fn(x, w, b, r, aw):
-        out, _, _ = torch.ops.fusednorm.group_norm_act(
-            x,
-            groups,
-            w,
-            b,
-            r,
-            EPS,
-            activation,
-            [0.2] if activation == "leaky_relu" else [],
-            aw if activation == "prelu" else None,
-            None,
-        )
-        return out
-
-    assert torch.autograd.gradcheck(fn, (x, w, b, r, act_weight), eps=1e-6, atol=1e-5)
+    cases.check_gradients((2, 6, 3, 2), layout, device, activation, call)
 
 
 def test_non_contiguous_residual_and_grad(device):
-    x = torch.randn(2, 4, 6, 6, device=device, requires_grad=True)
-    skip = torch.randn(2, 4, 6, 12, device=device)[..., ::2].requires_grad_()
     gn = fusednorm.nn.GroupNorm(2, 4, activation="tanh").to(device)
-    ref = nn.GroupNorm(2, 4).to(device)
-    y = gn(x, residual=skip)
-    yr = torch.tanh(ref(x) + skip)
-    torch.testing.assert_close(y, yr)
-    g = torch.randn(2, 4, 6, 6, device=device).transpose(-1, -2)
-    gx, gs = torch.autograd.grad(y, (x, skip), g)
-    gxr, gsr = torch.autograd.grad(yr, (x, skip), g)
-    torch.testing.assert_close(gx, gxr)
-    torch.testing.assert_close(gs, gsr)
+    cases.check_non_contiguous_residual_and_grad(gn, nn.GroupNorm(2, 4).to(device), (2, 4, 6, 5), device)
 
 
 def test_autocast_casts_residual(device):

@@ -9,22 +9,15 @@ import fusednorm  # noqa: F401
 
 def batch_norm_cases(device):
     C = 3
-    for dtype in (torch.float32, torch.bfloat16):
-        for layout in ("contiguous", "channels_last"):
-            x = torch.randn(2, C, 4, 5, device=device, dtype=dtype)
-            if layout == "channels_last":
-                x = x.to(memory_format=torch.channels_last)
-            w = torch.rand(C, device=device, requires_grad=True)
-            b = torch.randn(C, device=device, requires_grad=True)
-            r = torch.randn_like(x).requires_grad_()
-            rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
-            x.requires_grad_()
-            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "silu", [], None, None)
-            yield (x, None, None, rm, rv, None, False, 0.1, 1e-5, "relu", [], None, None)
-            yield (x, w, b, None, None, None, True, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
-            prelu = torch.rand(C, device=device, requires_grad=True)
-            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "prelu", [], prelu, None)
-            yield (x, w, b, rm, rv, None, True, 0.1, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
+    for dtype, layout in _layouts_and_dtypes():
+        x, w, b, r = _norm_inputs(device, C, dtype, layout)
+        rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
+        yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "silu", [], None, None)
+        yield (x, None, None, rm, rv, None, False, 0.1, 1e-5, "relu", [], None, None)
+        yield (x, w, b, None, None, None, True, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
+        prelu = torch.rand(C, device=device, requires_grad=True)
+        yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "prelu", [], prelu, None)
+        yield (x, w, b, rm, rv, None, True, 0.1, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
 
 
 def test_opcheck_batch_norm_act(device):
