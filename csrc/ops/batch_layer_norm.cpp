@@ -110,7 +110,7 @@ std::pair<at::Tensor, at::Tensor> own_means_if_needed(const ChannelView& view, s
   if (!batch && !feature) {
     return {};
   }
-  auto [partial_mean, partial_m2, count] = channel_norm_kernels(view.data.device().type()).partial_moments(view);
+  auto [partial_mean, partial_m2, count] = partial_moments(view);
   at::Tensor batch_mean = layout_moments(batch_layout(view), partial_mean, partial_m2, count, view.S).first;
   at::Tensor feature_mean = layout_moments(feature_layout(view), partial_mean, partial_m2, count, view.S).first;
   return {batch ? batch_mean : at::Tensor(), feature ? feature_mean : at::Tensor()};
@@ -138,16 +138,18 @@ BlnOutputs batch_layer_norm_act_forward(
 
   at::Tensor batch_mean, batch_var, feature_mean, feature_var;  // the input's own
   if (!(from_running[0] && from_running[1] && from_running[2] && from_running[3])) {
-    auto [partial_mean, partial_m2, count] = channel_norm_kernels(input.device().type()).partial_moments(view);
+    auto [partial_mean, partial_m2, count] = partial_moments(view);
     std::tie(batch_mean, batch_var) = layout_moments(batch, partial_mean, partial_m2, count, view.S);
     std::tie(feature_mean, feature_var) = layout_moments(feature, partial_mean, partial_m2, count, view.S);
   }
-  if (training && defined(running_mean)) {
+  // As torch's batch norm, an empty batch leaves the running statistics alone.
+  const bool update_running = training && input.numel() > 0;
+  if (update_running && defined(running_mean)) {
     const double n = batch.count(view.S);
     update_running_stat(*running_mean, batch_mean.reshape({view.C}), momentum);
     update_running_stat(*running_var, batch_var.reshape({view.C}) * (n > 1 ? n / (n - 1) : 1.0), momentum);
   }
-  if (training && defined(running_feature_mean)) {
+  if (update_running && defined(running_feature_mean)) {
     const double d = feature.count(view.S);
     update_running_stat(*running_feature_mean, feature_mean.mean().reshape({1}), momentum);
     update_running_stat(*running_feature_var, feature_var.mean().reshape({1}) * (d > 1 ? d / (d - 1) : 1.0), momentum);

@@ -17,7 +17,7 @@ namespace detail {
 
 std::pair<at::Tensor, at::Tensor> group_moments(const ChannelView& view, int64_t groups) {
   const StatLayout layout{view.N, view.C, groups, /*over_batch=*/false};
-  auto [partial_mean, partial_m2, count] = channel_norm_kernels(view.data.device().type()).partial_moments(view);
+  auto [partial_mean, partial_m2, count] = partial_moments(view);
   auto [mean, var] = layout_moments(layout, partial_mean, partial_m2, count, view.S);
   return {mean.reshape({view.N, groups}), var.reshape({view.N, groups})};
 }

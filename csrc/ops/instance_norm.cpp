@@ -53,7 +53,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_forward(
   at::Tensor mean, invstd;
   if (use_input_stats) {
     auto [instance_mean, instance_var] = group_moments(view, view.C);
-    if (defined(running_mean)) {
+    if (defined(running_mean) && input.numel() > 0) {
       // As torch.instance_norm: each instance updates the running statistics like
       // batch norm would, and the updated values are averaged over the batch.
       const double spatial = static_cast<double>(view.S);

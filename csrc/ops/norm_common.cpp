@@ -78,6 +78,14 @@ void check_running_stats(std::string_view op, const std::optional<at::Tensor>& r
               ": running_mean and running_var must be given together");
 }
 
+std::tuple<at::Tensor, at::Tensor, at::Tensor> partial_moments(const ChannelView& view) {
+  if (view.data.numel() == 0) {
+    const auto options = view.data.options().dtype(accumulation_dtype(view.data.scalar_type()));
+    return {at::zeros({view.N, view.C, 1}, options), at::zeros({view.N, view.C, 1}, options), at::zeros({1}, options)};
+  }
+  return channel_norm_kernels(view.data.device().type()).partial_moments(view);
+}
+
 void update_running_stat(const at::Tensor& running, const at::Tensor& value, double momentum) {
   running.copy_(running.to(value.scalar_type()) * (1 - momentum) + value * momentum);
 }
@@ -155,8 +163,10 @@ at::Tensor forward_from_terms(const ChannelView& view, const std::optional<at::T
                               const std::vector<NormTerm>& terms, const ActivationArgs& act) {
   const auto [scale, shift] = affine_coefficients(terms, weight, bias);
   at::Tensor out = empty_like_view(view);
-  channel_norm_kernels(view.data.device().type())
-      .normalize_activate(view, residual_for(view, residual), scale, shift, indexing_of(scale), act, out);
+  if (out.numel() > 0) {
+    channel_norm_kernels(view.data.device().type())
+        .normalize_activate(view, residual_for(view, residual), scale, shift, indexing_of(scale), act, out);
+  }
   return out;
 }
 
@@ -193,9 +203,12 @@ NormActGrads backward_from_terms(const at::Tensor& grad_out, const ChannelView& 
   const bool want_prelu = output_mask[4] && act.params.kind == math::ActivationKind::kPReLU;
   const bool need_sums = (output_mask[0] && any_from_input) || output_mask[1] || output_mask[2] || want_prelu;
   at::Tensor sum_g, sum_g_xc, grad_weight, grad_bias, grad_act_weight;
+  const bool empty = view.data.numel() == 0;  // sums of nothing, and no kernel launches
   if (need_sums) {
+    const at::Tensor no_sums = at::zeros({view.N, view.C, 1}, scale.options());
     auto [partial_g, partial_g_xc, partial_prelu] =
-        kernels.backward_partial_sums(grad_view, view, res, scale, shift, center, indexing, act, want_prelu);
+        empty ? std::make_tuple(no_sums, no_sums, no_sums)
+              : kernels.backward_partial_sums(grad_view, view, res, scale, shift, center, indexing, act, want_prelu);
     sum_g = partial_g.sum(2);
     sum_g_xc = partial_g_xc.sum(2);
     if (want_prelu) {
@@ -259,8 +272,10 @@ NormActGrads backward_from_terms(const at::Tensor& grad_out, const ChannelView& 
       k3.sub_(term.layout.expand(invstd * sum_u) * (term.weight / count));
     }
   }
-  kernels.backward_apply(grad_view, view, res, scale, shift, center, k1, k2, k3, indexing, act, grad_input,
-                         grad_residual);
+  if (!empty) {
+    kernels.backward_apply(grad_view, view, res, scale, shift, center, k1, k2, k3, indexing, act, grad_input,
+                           grad_residual);
+  }
   return {optional_of(grad_input), optional_of(grad_weight), optional_of(grad_bias), optional_of(grad_residual),
           optional_of(grad_act_weight)};
 }

@@ -67,6 +67,10 @@ struct StatLayout {
   double count(int64_t spatial_size) const;
 };
 
+// The engine's partial moments of the view; an empty view gets one empty slice
+// and no kernel launch (its combined statistics are empty, or NaN over nothing).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> partial_moments(const ChannelView& view);
+
 // running = (1 - momentum) * running + momentum * value, written in place in running's dtype.
 void update_running_stat(const at::Tensor& running, const at::Tensor& value, double momentum);
 

@@ -254,3 +254,14 @@ def test_prelu_module_is_a_trained_submodule(device):
     assert "activation.weight" in bln.state_dict()
     bln(torch.randn(2, 4, 3, 3, device=device)).sum().backward()
     assert bln.activation.weight.grad.abs().sum() > 0
+
+
+def test_empty_batch(device):
+    """N = 0 gives an empty output and leaves the running statistics alone, as torch's batch norm."""
+    norm = fusednorm.nn.BatchLayerNorm2d(3, batch_size=4, momentum=0.1).to(device)
+    x = torch.randn(0, 3, 4, 4, device=device, requires_grad=True)
+    y = norm(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(norm.running_mean, torch.zeros(3, device=device))
+    assert torch.equal(norm.running_feature_var, torch.ones(1, device=device))

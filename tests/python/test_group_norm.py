@@ -174,3 +174,15 @@ def test_saved_statistics_match_torch(device):
     _, ref_mean, ref_rstd = torch.native_group_norm(x, None, None, 3, 6, 20, 3, EPS)
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(invstd, ref_rstd)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_empty_batch(device, layout):
+    """N = 0 gives empty outputs and gradients (zero for the parameters), as torch does."""
+    x = torch.randn(0, 4, 3, 3, device=device)
+    x = (x.to(memory_format=torch.channels_last) if layout == "channels_last" else x).requires_grad_()
+    gn = fusednorm.nn.GroupNorm(2, 4, activation="silu").to(device)
+    y = gn(x)
+    assert y.shape == F.group_norm(x, 2).shape
+    y.sum().backward()
+    assert x.grad.shape == x.shape and torch.equal(gn.weight.grad, torch.zeros_like(gn.weight))

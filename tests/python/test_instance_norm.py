@@ -197,3 +197,15 @@ def test_autocast_casts_residual(device):
     assert y.dtype == torch.bfloat16
     ref = F.relu(F.instance_norm(x.float()) + skip.bfloat16().float())
     assert_close(y, ref, torch.bfloat16, "autocast output")
+
+
+def test_empty_batch(device):
+    """N = 0 gives an empty output and leaves the running statistics alone (torch
+    2.14 turns them into NaN: the average over no instances)."""
+    norm = fusednorm.nn.InstanceNorm2d(3, affine=True, track_running_stats=True, activation="relu").to(device)
+    x = torch.randn(0, 3, 4, 4, device=device, requires_grad=True)
+    y = norm(x)
+    assert y.shape == x.shape
+    y.sum().backward()
+    assert torch.equal(norm.running_mean, torch.zeros(3, device=device))
+    assert torch.equal(norm.bias.grad, torch.zeros(3, device=device))
