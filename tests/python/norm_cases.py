@@ -213,3 +213,14 @@ def check_non_contiguous_residual_and_grad(fused, ref, shape, device, activation
     gxr, gsr = torch.autograd.grad(yr, (x, skip), g)
     torch.testing.assert_close(gx, gxr)
     torch.testing.assert_close(gs, gsr)
+
+
+def check_autocast_casts_residual(device, shape, fused, normalize):
+    """Under bfloat16 autocast a float32 residual is brought to the bfloat16 input's
+    dtype: fused(x, residual) == relu(normalize(x in fp32) + residual rounded to bf16)."""
+    x = torch.randn(shape, device=device, dtype=torch.bfloat16)
+    skip = torch.randn(shape, device=device)
+    with torch.autocast(device_type=device, dtype=torch.bfloat16):
+        y = fused(x, skip)
+    assert y.dtype == torch.bfloat16
+    assert_close(y, F.relu(normalize(x.float()) + skip.bfloat16().float()), torch.bfloat16, "autocast output")

@@ -239,14 +239,12 @@ def test_gradcheck(device, training, flags, activation, layout):
 
 
 def test_autocast_casts_residual(device):
-    x = torch.randn(4, 3, 4, 4, device=device, dtype=torch.bfloat16)
-    skip = torch.randn(4, 3, 4, 4, device=device)
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        y = fusednorm.functional.batch_layer_norm(x, training=True, residual=skip, activation="relu")
-    assert y.dtype == torch.bfloat16
-    normalized = batch_layer_norm(x.float(), None, None, None, None, None, None, True, 0.1, EPS)
-    ref = F.relu(normalized + skip.bfloat16().float())
-    assert_close(y, ref, torch.bfloat16, "autocast output")
+    cases.check_autocast_casts_residual(
+        device,
+        (4, 3, 4, 4),
+        lambda x, skip: fusednorm.functional.batch_layer_norm(x, training=True, residual=skip, activation="relu"),
+        lambda x: batch_layer_norm(x, None, None, None, None, None, None, True, 0.1, EPS),
+    )
 
 
 def test_prelu_module_is_a_trained_submodule(device):

@@ -12,6 +12,7 @@ import fusednorm
 from norm_cases import (
     DTYPES,
     LOW_PRECISION,
+    check_autocast_casts_residual,
     check_module_train_then_eval,
     check_non_contiguous_residual_and_grad,
     make_input,
@@ -270,10 +271,9 @@ def test_non_contiguous_residual_and_grad(device):
 
 
 def test_autocast_casts_residual(device):
-    x = torch.randn(2, 3, 4, 4, device=device, dtype=torch.bfloat16)
-    skip = torch.randn(2, 3, 4, 4, device=device)
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        y = fusednorm.functional.batch_norm(x, None, None, training=True, residual=skip, activation="relu")
-    assert y.dtype == torch.bfloat16
-    ref = F.relu(F.batch_norm(x.float(), None, None, training=True) + skip.bfloat16().float())
-    assert_close(y, ref, torch.bfloat16, "autocast output")
+    check_autocast_casts_residual(
+        device,
+        (2, 3, 4, 4),
+        lambda x, skip: fusednorm.functional.batch_norm(x, None, None, training=True, residual=skip, activation="relu"),
+        lambda x: F.batch_norm(x, None, None, training=True),
+    )

@@ -158,13 +158,12 @@ def test_non_contiguous_residual_and_grad(device):
 
 
 def test_autocast_casts_residual(device):
-    x = torch.randn(2, 4, 4, 4, device=device, dtype=torch.bfloat16)
-    skip = torch.randn(2, 4, 4, 4, device=device)
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        y = fusednorm.functional.group_norm(x, 2, residual=skip, activation="relu")
-    assert y.dtype == torch.bfloat16
-    ref = F.relu(F.group_norm(x.float(), 2) + skip.bfloat16().float())
-    assert_close(y, ref, torch.bfloat16, "autocast output")
+    cases.check_autocast_casts_residual(
+        device,
+        (2, 4, 4, 4),
+        lambda x, skip: fusednorm.functional.group_norm(x, 2, residual=skip, activation="relu"),
+        lambda x: F.group_norm(x, 2),
+    )
 
 
 def test_saved_statistics_match_torch(device):

@@ -190,13 +190,12 @@ def test_gradcheck(device, use_input_stats, activation, layout):
 
 
 def test_autocast_casts_residual(device):
-    x = torch.randn(2, 3, 4, 4, device=device, dtype=torch.bfloat16)
-    skip = torch.randn(2, 3, 4, 4, device=device)
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        y = fusednorm.functional.instance_norm(x, residual=skip, activation="relu")
-    assert y.dtype == torch.bfloat16
-    ref = F.relu(F.instance_norm(x.float()) + skip.bfloat16().float())
-    assert_close(y, ref, torch.bfloat16, "autocast output")
+    cases.check_autocast_casts_residual(
+        device,
+        (2, 3, 4, 4),
+        lambda x, skip: fusednorm.functional.instance_norm(x, residual=skip, activation="relu"),
+        F.instance_norm,
+    )
 
 
 def test_empty_batch(device):
