@@ -7,12 +7,12 @@
 #include <string>
 #include <vector>
 
-#include "activation_cases.h"
+#include "norm_test_utils.h"
 
 namespace {
 
-using fusednorm_test::ActivationCase;
 using fusednorm_test::activation_cases;
+using fusednorm_test::ActivationCase;
 
 class BatchNormAct : public ::testing::TestWithParam<std::tuple<int, bool, bool>> {};
 
@@ -49,16 +49,11 @@ TEST_P(BatchNormAct, MatchesATenForwardAndBackward) {
     EXPECT_TRUE(out.is_contiguous(torch::MemoryFormat::ChannelsLast));
   }
 
-  const torch::Tensor grad = torch::randn_like(out);
   std::vector<torch::Tensor> inputs{x, weight, bias};
   if (with_residual) {
     inputs.push_back(residual);
   }
-  const auto grads = torch::autograd::grad({out}, inputs, {grad});
-  const auto ref_grads = torch::autograd::grad({expected}, inputs, {grad});
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    EXPECT_TRUE(torch::allclose(grads[i], ref_grads[i], 1e-9, 1e-9)) << act.name << " grad " << i;
-  }
+  fusednorm_test::expect_same_gradients(out, expected, inputs, 1e-9, act.name);
 }
 
 INSTANTIATE_TEST_SUITE_P(AllActivations, BatchNormAct,

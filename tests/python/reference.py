@@ -89,9 +89,27 @@ def layer_norm_act(x, normalized_shape, weight, bias, eps, activation, residual=
     return activation(y)
 
 
+def group_norm_act(x, num_groups, weight, bias, eps, activation, residual=None):
+    """activation(F.group_norm(x) + residual): the unfused composite."""
+    y = F.group_norm(x, num_groups, weight, bias, eps)
+    if residual is not None:
+        y = y + residual
+    return activation(y)
+
+
 def rms_norm_act(x, normalized_shape, weight, eps, activation, residual=None):
     """activation(F.rms_norm(x) + residual): the unfused composite."""
     y = F.rms_norm(x, normalized_shape, weight, eps)
+    if residual is not None:
+        y = y + residual
+    return activation(y)
+
+
+def instance_norm_act(
+    x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps, activation, residual=None
+):
+    """activation(F.instance_norm(x) + residual): the unfused composite."""
+    y = F.instance_norm(x, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     if residual is not None:
         y = y + residual
     return activation(y)
@@ -121,3 +139,79 @@ def check_rrelu_training(run, normalized, x, lower, upper):
     xr = x.detach().requires_grad_()
     (gxr,) = torch.autograd.grad(normalized(xr) * slope, xr, grad)
     torch.testing.assert_close(gx, gxr)
+
+
+# Batch-Layer Normalization (Ziaee & Cano 2022, arXiv 2209.08898), written out from
+# the paper's equations and the authors' public code (A2Amir/Batch-Layer-Normalization):
+#   x_batch = (x - mu_B) / sqrt(var_B + eps),  x_layer = (x - mu_L) / sqrt(var_L + eps)
+#   x_hat = ((1/m - zeta) * x_layer + (1 - (1/m + zeta)) * x_batch) / sqrt(d),  y = gamma * x_hat + beta
+# with m the mini-batch size, zeta = 1e-4 and d the number of features. The batch
+# statistics are per channel over the batch and positions, the layer ("feature")
+# statistics per sample over channels and positions. Population statistics follow
+# batch norm's rule: the average of the batches' means and of their unbiased variances.
+BLN_ZETA = 1e-4
+
+
+def batch_layer_norm(
+    x,
+    running_mean,
+    running_var,
+    running_feature_mean,
+    running_feature_var,
+    weight,
+    bias,
+    training,
+    momentum,
+    eps,
+    batch_size=None,
+    use_running_stats=(True, True, False, False),
+):
+    N, C = x.shape[:2]
+    m = N if batch_size is None else batch_size
+    per_channel = [d for d in range(x.dim()) if d != 1]
+    per_sample = list(range(1, x.dim()))
+    channel_shape = [1, C] + [1] * (x.dim() - 2)
+
+    mean_b = x.mean(per_channel, keepdim=True)
+    var_b = x.var(per_channel, unbiased=False, keepdim=True)
+    mean_l = x.mean(per_sample, keepdim=True)
+    var_l = x.var(per_sample, unbiased=False, keepdim=True)
+    if training:
+        with torch.no_grad():
+            n_b, n_l = x.numel() // C, x.numel() // N  # values per batch / layer statistic
+            if running_mean is not None:
+                running_mean.mul_(1 - momentum).add_(momentum * mean_b.flatten())
+                running_var.mul_(1 - momentum).add_(momentum * var_b.flatten() * _bessel(n_b))
+            if running_feature_mean is not None:
+                running_feature_mean.mul_(1 - momentum).add_(momentum * mean_l.mean())
+                running_feature_var.mul_(1 - momentum).add_(momentum * var_l.mean() * _bessel(n_l))
+    else:
+        use = list(use_running_stats)
+        if use[0]:
+            mean_b = running_mean.view(channel_shape)
+        if use[1]:
+            var_b = running_var.view(channel_shape)
+        if use[2]:
+            mean_l = running_feature_mean
+        if use[3]:
+            var_l = running_feature_var
+    x_batch = (x - mean_b) / torch.sqrt(var_b + eps)
+    x_layer = (x - mean_l) / torch.sqrt(var_l + eps)
+    x_hat = ((1 / m - BLN_ZETA) * x_layer + (1 - (1 / m + BLN_ZETA)) * x_batch) / C**0.5
+    if weight is not None:
+        x_hat = x_hat * weight.view(channel_shape)
+    if bias is not None:
+        x_hat = x_hat + bias.view(channel_shape)
+    return x_hat
+
+
+def _bessel(n):
+    return n / (n - 1) if n > 1 else 1.0
+
+
+def batch_layer_norm_act(*args, activation, residual=None, **kwargs):
+    """activation(batch_layer_norm(x) + residual): the unfused composite."""
+    y = batch_layer_norm(*args, **kwargs)
+    if residual is not None:
+        y = y + residual
+    return activation(y)

@@ -9,24 +9,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import fusednorm
+from norm_cases import (
+    DTYPES,
+    LOW_PRECISION,
+    check_autocast_casts_residual,
+    check_module_train_then_eval,
+    check_non_contiguous_residual_and_grad,
+    make_input,
+)
 from reference import ACTIVATIONS, assert_close, batch_norm_act, check_rrelu_training, oracle_dtype
-
-DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
-LOW_PRECISION = (torch.float16, torch.bfloat16)
-
-
-def make_input(shape, dtype, layout, device, mean=0.5, std=2.0):
-    """Random input in the requested memory layout; 'strided' is a non-dense view."""
-    if layout == "strided":
-        # Every other element of the last dim, of a tensor twice as wide: not dense.
-        big = torch.randn(*shape[:-1], shape[-1] * 2, device=device) * std + mean
-        x = big.to(dtype)[..., ::2]
-        assert not x.is_contiguous()
-        return x
-    x = (torch.randn(shape, device=device) * std + mean).to(dtype)
-    if layout == "channels_last":
-        x = x.to(memory_format=torch.channels_last if x.dim() == 4 else torch.channels_last_3d)
-    return x
 
 
 def run_case(
@@ -165,16 +156,7 @@ def test_module_matches_torch(device, fused_cls, torch_cls, shape, momentum, tra
     """Train steps then eval: outputs, running stats and num_batches_tracked as torch.nn's."""
     fused = fused_cls(4, momentum=momentum, track_running_stats=track_running_stats, activation="relu").to(device)
     ref = torch_cls(4, momentum=momentum, track_running_stats=track_running_stats).to(device)
-    ref.load_state_dict(fused.state_dict())
-    for _ in range(3):
-        x = torch.randn(shape, device=device) * 3 + 1
-        torch.testing.assert_close(fused(x), F.relu(ref(x)))
-    for name, buf in ref.named_buffers():
-        torch.testing.assert_close(dict(fused.named_buffers())[name], buf, msg=f"buffer {name}")
-    fused.eval()
-    ref.eval()
-    x = torch.randn(shape, device=device)
-    torch.testing.assert_close(fused(x), F.relu(ref(x)))
+    check_module_train_then_eval(fused, ref, shape, device)
 
 
 def test_module_residual_and_activation_instances(device):
@@ -269,25 +251,14 @@ def test_gradcheck(device, activation, training, layout):
 
 
 def test_non_contiguous_residual_and_grad(device):
-    x = torch.randn(2, 3, 6, 6, device=device, requires_grad=True)
-    skip = torch.randn(2, 3, 6, 12, device=device)[..., ::2].requires_grad_()
     bn = fusednorm.nn.BatchNorm2d(3, activation="tanh").to(device)
-    ref = nn.BatchNorm2d(3).to(device)
-    y = bn(x, residual=skip)
-    yr = torch.tanh(ref(x) + skip)
-    torch.testing.assert_close(y, yr)
-    g = torch.randn(2, 3, 6, 6, device=device).transpose(-1, -2)  # non-contiguous grad_out
-    gx, gs = torch.autograd.grad(y, (x, skip), g)
-    gxr, gsr = torch.autograd.grad(yr, (x, skip), g)
-    torch.testing.assert_close(gx, gxr)
-    torch.testing.assert_close(gs, gsr)
+    check_non_contiguous_residual_and_grad(bn, nn.BatchNorm2d(3).to(device), (2, 3, 6, 6), device)
 
 
 def test_autocast_casts_residual(device):
-    x = torch.randn(2, 3, 4, 4, device=device, dtype=torch.bfloat16)
-    skip = torch.randn(2, 3, 4, 4, device=device)
-    with torch.autocast(device_type=device, dtype=torch.bfloat16):
-        y = fusednorm.functional.batch_norm(x, None, None, training=True, residual=skip, activation="relu")
-    assert y.dtype == torch.bfloat16
-    ref = F.relu(F.batch_norm(x.float(), None, None, training=True) + skip.bfloat16().float())
-    assert_close(y, ref, torch.bfloat16, "autocast output")
+    check_autocast_casts_residual(
+        device,
+        (2, 3, 4, 4),
+        lambda x, skip: fusednorm.functional.batch_norm(x, None, None, training=True, residual=skip, activation="relu"),
+        lambda x: F.batch_norm(x, None, None, training=True),
+    )

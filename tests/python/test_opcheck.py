@@ -9,22 +9,15 @@ import fusednorm  # noqa: F401
 
 def batch_norm_cases(device):
     C = 3
-    for dtype in (torch.float32, torch.bfloat16):
-        for layout in ("contiguous", "channels_last"):
-            x = torch.randn(2, C, 4, 5, device=device, dtype=dtype)
-            if layout == "channels_last":
-                x = x.to(memory_format=torch.channels_last)
-            w = torch.rand(C, device=device, requires_grad=True)
-            b = torch.randn(C, device=device, requires_grad=True)
-            r = torch.randn_like(x).requires_grad_()
-            rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
-            x.requires_grad_()
-            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "silu", [], None, None)
-            yield (x, None, None, rm, rv, None, False, 0.1, 1e-5, "relu", [], None, None)
-            yield (x, w, b, None, None, None, True, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
-            prelu = torch.rand(C, device=device, requires_grad=True)
-            yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "prelu", [], prelu, None)
-            yield (x, w, b, rm, rv, None, True, 0.1, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
+    for dtype, layout in _layouts_and_dtypes():
+        x, w, b, r = _norm_inputs(device, C, dtype, layout)
+        rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
+        yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "silu", [], None, None)
+        yield (x, None, None, rm, rv, None, False, 0.1, 1e-5, "relu", [], None, None)
+        yield (x, w, b, None, None, None, True, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
+        prelu = torch.rand(C, device=device, requires_grad=True)
+        yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "prelu", [], prelu, None)
+        yield (x, w, b, rm, rv, None, True, 0.1, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
 
 
 def test_opcheck_batch_norm_act(device):
@@ -137,3 +130,111 @@ def test_fake_row_norm_kernels_reject_bad_input(bad):
             torch.ops.fusednorm.layer_norm_act(x, shape, None, None, None, 1e-5, activation)
         with pytest.raises(RuntimeError, match="activation|must match the trailing"):
             torch.ops.fusednorm.rms_norm_act(x, shape, None, None, None, activation)
+
+
+def _norm_inputs(device, C, dtype, layout):
+    x = torch.randn(2, C, 4, 5, device=device, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    w = torch.rand(C, device=device, requires_grad=True)
+    b = torch.randn(C, device=device, requires_grad=True)
+    r = torch.randn_like(x).requires_grad_()
+    return x.requires_grad_(), w, b, r
+
+
+def _layouts_and_dtypes():
+    for dtype in (torch.float32, torch.bfloat16):
+        for layout in ("contiguous", "channels_last"):
+            yield dtype, layout
+
+
+def group_norm_cases(device):
+    C = 6
+    for dtype, layout in _layouts_and_dtypes():
+        x, w, b, r = _norm_inputs(device, C, dtype, layout)
+        prelu = torch.rand(C, device=device, requires_grad=True)
+        yield (x, 3, w, b, r, 1e-5, "silu", [], None, None)
+        yield (x, 1, None, None, None, 1e-5, "relu", [], None, None)
+        yield (x, 6, w, b, None, 1e-5, "prelu", [], prelu, None)
+        yield (x, 2, w, b, r, 1e-5, "rrelu", [0.1, 0.3], None, torch.tensor([7]))
+
+
+def instance_norm_cases(device):
+    C = 3
+    for dtype, layout in _layouts_and_dtypes():
+        x, w, b, r = _norm_inputs(device, C, dtype, layout)
+        rm, rv = torch.zeros(C, device=device), torch.ones(C, device=device)
+        yield (x, w, b, rm, rv, r, True, 0.1, 1e-5, "gelu", [], None, None)
+        yield (x, None, None, None, None, None, True, 0.1, 1e-5, "relu", [], None, None)
+        yield (x, w, b, rm, rv, r, False, 0.1, 1e-5, "leaky_relu", [0.2], None, None)
+
+
+def batch_layer_norm_cases(device):
+    C = 3
+    for dtype, layout in _layouts_and_dtypes():
+        x, w, b, r = _norm_inputs(device, C, dtype, layout)
+        stats = [torch.zeros(C, device=device), torch.ones(C, device=device)]
+        stats += [torch.zeros(1, device=device), torch.ones(1, device=device)]
+        yield (x, w, b, *stats, r, True, 2, 0.1, 1e-3, [True, True, False, False], "silu", [], None, None)
+        yield (x, None, None, None, None, None, None, None, True, 5, 0.1, 1e-3, [False] * 4, "relu", [], None, None)
+        yield (x, w, b, *stats, r, False, 8, 0.1, 1e-3, [True, False, False, True], "tanh", [], None, None)
+
+
+def test_opcheck_group_norm_act(device):
+    for args in group_norm_cases(device):
+        torch.library.opcheck(torch.ops.fusednorm.group_norm_act.default, args)
+
+
+def test_opcheck_instance_norm_act(device):
+    for args in instance_norm_cases(device):
+        torch.library.opcheck(torch.ops.fusednorm.instance_norm_act.default, args)
+
+
+def test_opcheck_batch_layer_norm_act(device):
+    for args in batch_layer_norm_cases(device):
+        torch.library.opcheck(torch.ops.fusednorm.batch_layer_norm_act.default, args)
+
+
+BACKWARD_MASKS = ([True, True, True, True, False], [True, False, False, False, False], [False, True, True, True, False])
+
+
+def test_opcheck_group_norm_act_backward(device):
+    x, w, b, r = (t.detach() for t in _norm_inputs(device, 6, torch.float32, "channels_last"))
+    out, mean, invstd = torch.ops.fusednorm.group_norm_act(x, 3, w, b, r, 1e-5, "gelu", [], None, None)
+    grad = torch.randn_like(out)
+    for mask in BACKWARD_MASKS:
+        torch.library.opcheck(
+            torch.ops.fusednorm._group_norm_act_backward.default,
+            (grad, x, 3, w, b, r, mean, invstd, "gelu", [], None, None, mask),
+        )
+
+
+@pytest.mark.parametrize("use_input_stats", [True, False])
+def test_opcheck_instance_norm_act_backward(device, use_input_stats):
+    x, w, b, r = (t.detach() for t in _norm_inputs(device, 3, torch.float32, "contiguous"))
+    rm, rv = torch.zeros(3, device=device), torch.ones(3, device=device)
+    out, mean, invstd = torch.ops.fusednorm.instance_norm_act(
+        x, w, b, rm, rv, r, use_input_stats, 0.1, 1e-5, "silu", [], None, None
+    )
+    grad = torch.randn_like(out)
+    for mask in BACKWARD_MASKS:
+        torch.library.opcheck(
+            torch.ops.fusednorm._instance_norm_act_backward.default,
+            (grad, x, w, b, r, mean, invstd, use_input_stats, "silu", [], None, None, mask),
+        )
+
+
+@pytest.mark.parametrize("training,flags", [(True, [True, True, False, False]), (False, [True, False, False, True])])
+def test_opcheck_batch_layer_norm_act_backward(device, training, flags):
+    x, w, b, r = (t.detach() for t in _norm_inputs(device, 3, torch.float32, "contiguous"))
+    stats = [torch.zeros(3, device=device), torch.ones(3, device=device)]
+    stats += [torch.zeros(1, device=device), torch.ones(1, device=device)]
+    out, *saved = torch.ops.fusednorm.batch_layer_norm_act(
+        x, w, b, *stats, r, training, 2, 0.1, 1e-3, flags, "silu", [], None, None
+    )
+    grad = torch.randn_like(out)
+    for mask in BACKWARD_MASKS:
+        torch.library.opcheck(
+            torch.ops.fusednorm._batch_layer_norm_act_backward.default,
+            (grad, x, w, b, r, *saved, training, 2, flags, "silu", [], None, None, mask),
+        )

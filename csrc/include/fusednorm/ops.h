@@ -52,6 +52,77 @@ NormActGrads batch_norm_act_backward(
 // reproduces it).
 at::Tensor draw_activation_seed();
 
+// act(group_norm(input, num_groups) + residual), as torch::group_norm: statistics
+// per (sample, group of C / num_groups channels), weight and bias per channel.
+// Returns (output, save_mean, save_invstd), the last two of shape (N, num_groups).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_act(
+    const at::Tensor& input, int64_t num_groups, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, double eps,
+    std::string_view activation = "identity", c10::ArrayRef<double> activation_params = {},
+    const std::optional<at::Tensor>& activation_weight = std::nullopt,
+    const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+// Gradients of group_norm_act.
+NormActGrads group_norm_act_backward(const at::Tensor& grad_out, const at::Tensor& input, int64_t num_groups,
+                                     const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+                                     const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+                                     const at::Tensor& save_invstd, std::string_view activation,
+                                     c10::ArrayRef<double> activation_params,
+                                     const std::optional<at::Tensor>& activation_weight,
+                                     const std::optional<at::Tensor>& activation_seed,
+                                     std::array<bool, 5> output_mask);
+
+// act(instance_norm(input) + residual), with torch::instance_norm's semantics:
+// statistics per (sample, channel) when use_input_stats (updating
+// running_mean/running_var in place with their batch average when given),
+// running statistics otherwise. Returns (output, save_mean, save_invstd), the last
+// two of shape (N, C).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& residual, bool use_input_stats, double momentum, double eps,
+    std::string_view activation = "identity", c10::ArrayRef<double> activation_params = {},
+    const std::optional<at::Tensor>& activation_weight = std::nullopt,
+    const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+// Gradients of instance_norm_act.
+NormActGrads instance_norm_act_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, const at::Tensor& save_mean,
+    const at::Tensor& save_invstd, bool use_input_stats, std::string_view activation,
+    c10::ArrayRef<double> activation_params, const std::optional<at::Tensor>& activation_weight,
+    const std::optional<at::Tensor>& activation_seed, std::array<bool, 5> output_mask);
+
+// act(batch_layer_norm(input) + residual): Batch-Layer Normalization (Ziaee &
+// Cano 2022), y = weight * ((1/m - 1e-4) * x_layer + (1 - 1/m - 1e-4) * x_batch) / sqrt(C) + bias,
+// where x_batch is input normalised per channel over the batch (and positions),
+// x_layer per sample over the channels (and positions), and m = batch_size (pass
+// the training batch size at inference too). With `training`, mini-batch
+// statistics are used and the running ones updated in place (when given): per
+// channel running_mean/running_var and the one-element running_feature_mean/
+// running_feature_var. Otherwise use_running_stats picks, for the batch mean,
+// batch variance, feature mean and feature variance in that order, the running
+// estimate (true) or the mini-batch's own statistic (false). Returns (output,
+// batch_mean, batch_invstd, feature_mean, feature_invstd): the statistics used,
+// per channel (C) and per sample (N).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> batch_layer_norm_act(
+    const at::Tensor& input, const std::optional<at::Tensor>& weight, const std::optional<at::Tensor>& bias,
+    const std::optional<at::Tensor>& running_mean, const std::optional<at::Tensor>& running_var,
+    const std::optional<at::Tensor>& running_feature_mean, const std::optional<at::Tensor>& running_feature_var,
+    const std::optional<at::Tensor>& residual, bool training, int64_t batch_size, double momentum, double eps,
+    std::array<bool, 4> use_running_stats = {true, true, false, false}, std::string_view activation = "identity",
+    c10::ArrayRef<double> activation_params = {}, const std::optional<at::Tensor>& activation_weight = std::nullopt,
+    const std::optional<at::Tensor>& activation_seed = std::nullopt);
+
+// Gradients of batch_layer_norm_act.
+NormActGrads batch_layer_norm_act_backward(
+    const at::Tensor& grad_out, const at::Tensor& input, const std::optional<at::Tensor>& weight,
+    const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& residual, const at::Tensor& batch_mean,
+    const at::Tensor& batch_invstd, const at::Tensor& feature_mean, const at::Tensor& feature_invstd, bool training,
+    int64_t batch_size, std::array<bool, 4> use_running_stats, std::string_view activation,
+    c10::ArrayRef<double> activation_params, const std::optional<at::Tensor>& activation_weight,
+    const std::optional<at::Tensor>& activation_seed, std::array<bool, 5> output_mask);
+
 }  // namespace fusednorm
 
 namespace fusednorm {
