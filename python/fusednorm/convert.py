@@ -355,6 +355,7 @@ def _node_activation(scope: nn.Module, node: fx.Node, input_node: fx.Node) -> Op
 
 # --------------------------------------------------------------------------- fused forward
 
+
 def _residual_of(add: fx.Node, norm: fx.Node) -> Optional[fx.Node]:
     """The other operand when `add` adds a tensor to the norm's output, else None."""
     if add.kwargs or len(add.args) != 2:
