@@ -13,9 +13,11 @@ void ActivationSlot::reset(torch::nn::Module& owner, const Activation& activatio
   if (activation.name == "prelu") {
     TORCH_CHECK(activation.prelu_num_parameters >= 0, where, ": PReLU num_parameters must be >= 0, got ",
                 activation.prelu_num_parameters);
-    const int64_t num_parameters = activation.prelu_num_parameters == 0 ? num_channels : activation.prelu_num_parameters;
+    const int64_t num_parameters =
+        activation.prelu_num_parameters == 0 ? num_channels : activation.prelu_num_parameters;
     prelu_ = owner.register_module(
-        "activation", torch::nn::PReLU(torch::nn::PReLUOptions().num_parameters(num_parameters).init(activation.prelu_init)));
+        "activation",
+        torch::nn::PReLU(torch::nn::PReLUOptions().num_parameters(num_parameters).init(activation.prelu_init)));
   }
 }
 

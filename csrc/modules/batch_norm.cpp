@@ -82,10 +82,10 @@ at::Tensor BatchNormImplBase<D, Derived>::forward(const at::Tensor& input, const
   const bool use_batch_stats = training || !options.track_running_stats();
   const bool use_running = !training || options.track_running_stats();
   const auto activation = activation_.call(options.activation(), training);
-  auto [out, save_mean, save_invstd] = batch_norm_act(
-      input, if_defined(weight), if_defined(bias), use_running ? if_defined(running_mean) : std::nullopt,
-      use_running ? if_defined(running_var) : std::nullopt, if_defined(residual), use_batch_stats, momentum,
-      options.eps(), activation.name, activation.params, activation.weight, activation.seed);
+  auto [out, save_mean, save_invstd] =
+      batch_norm_act(input, if_defined(weight), if_defined(bias), use_running ? if_defined(running_mean) : std::nullopt,
+                     use_running ? if_defined(running_var) : std::nullopt, if_defined(residual), use_batch_stats,
+                     momentum, options.eps(), activation.name, activation.params, activation.weight, activation.seed);
   return out;
 }
 

@@ -1,8 +1,8 @@
 #include "activation_spec.h"
 
 #include <ATen/ATen.h>
-#include <fusednorm/activation.h>
 #include <c10/util/Exception.h>
+#include <fusednorm/activation.h>
 
 #include <array>
 #include <string>
