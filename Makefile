@@ -30,6 +30,7 @@ CMAKE_TORCH_ARGS = -DCMAKE_PREFIX_PATH="$(TORCH_CMAKE_PREFIX)" \
 FUSEDNORM_CMAKE_DIR = $(shell $(PYTHON) -c "import fusednorm; print(fusednorm.cmake_dir())")
 
 .PHONY: all deps build test gpu-test pytest cpp-test demo bench bench-smoke lint format clean
+.PHONY: cpp-example cmake-install-check
 
 all: build
 
@@ -55,7 +56,25 @@ cpp-test:
 	cmake --build $(BUILD_DIR)/cpp-tests
 	cd $(BUILD_DIR)/cpp-tests && ctest --output-on-failure
 
-test: deps build pytest cpp-test
+# examples/cpp against the installed Python package (CUDA when the GPU and kernels are there).
+cpp-example:
+	cmake -S examples/cpp -B $(BUILD_DIR)/cpp-example -G Ninja $(CMAKE_TORCH_ARGS) -DFusedNorm_DIR="$(FUSEDNORM_CMAKE_DIR)" >/dev/null
+	cmake --build $(BUILD_DIR)/cpp-example
+	$(BUILD_DIR)/cpp-example/train_cnn
+
+# The from-source CMake package, CPU only: build the root CMakeLists.txt, install it into
+# $(BUILD_DIR)/prefix, then build and run examples/cpp against that prefix (not the Python package).
+CMAKE_CHECK_PREFIX = $(abspath $(BUILD_DIR))/prefix
+cmake-install-check:
+	cmake -S . -B $(BUILD_DIR)/cmake -G Ninja $(CMAKE_TORCH_ARGS) -DFUSEDNORM_WITH_CUDA=OFF -DCMAKE_INSTALL_LIBDIR=lib >/dev/null
+	cmake --build $(BUILD_DIR)/cmake
+	cmake --install $(BUILD_DIR)/cmake --prefix $(CMAKE_CHECK_PREFIX) >/dev/null
+	cmake -S examples/cpp -B $(BUILD_DIR)/cmake-example -G Ninja $(CMAKE_TORCH_ARGS) \
+	  -DFusedNorm_DIR=$(CMAKE_CHECK_PREFIX)/lib/cmake/FusedNorm >/dev/null
+	cmake --build $(BUILD_DIR)/cmake-example
+	$(BUILD_DIR)/cmake-example/train_cnn cpu
+
+test: deps build pytest cpp-test cpp-example cmake-install-check
 
 # On a machine with an NVIDIA GPU and torch already installed; nothing is
 # downloaded. The CUDA tests run because CUDA is available.
@@ -63,10 +82,13 @@ gpu-test: build
 	@$(PYTHON) -c "import torch, fusednorm, sys; \
 	  ok = torch.cuda.is_available() and fusednorm.has_cuda_kernels(); \
 	  print('CUDA device:', torch.cuda.get_device_name() if torch.cuda.is_available() else None); sys.exit(0 if ok else 1)"
-	$(MAKE) pytest cpp-test
+	$(MAKE) pytest cpp-test cpp-example
 
-demo:
-	@echo "the demo is coming (issue: replace layers in place, C++ package, demo)"
+# The README's main command: the d2l batch-norm experiment, torch.nn vs fusednorm.convert.
+# DEMO_ARGS passes flags, e.g. make demo DEMO_ARGS="--epochs 5 --bn-position after".
+# `deps` installs requirements-demo.txt (scikit-learn, matplotlib, tqdm) with the rest.
+demo: deps build
+	$(PYTHON) -m fusednorm.demo $(DEMO_ARGS)
 
 lint:
 	ruff check python tests

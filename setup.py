@@ -42,6 +42,7 @@ def _with_cuda():
 
 def _sources(with_cuda):
     patterns = ["csrc/ops/*.cpp", "csrc/cpu/*.cpp", "csrc/autograd/*.cpp", "csrc/autocast/*.cpp"]
+    patterns += ["csrc/modules/*.cpp"]
     if with_cuda:
         patterns += ["csrc/cuda/*.cpp", "csrc/cuda/*.cu"]
     return sorted(src for pattern in patterns for src in glob.glob(os.path.join(ROOT, pattern)))

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <c10/util/Exception.h>
+#include <fusednorm/activation.h>
 
 #include <array>
 #include <string>
@@ -110,3 +111,13 @@ ActivationArgs make_activation_args(std::string_view op, std::string_view name, 
 }
 
 }  // namespace fusednorm::detail
+
+namespace fusednorm {
+
+void check_activation(std::string_view where, std::string_view name, c10::ArrayRef<double> params) {
+  const auto& entry = detail::find_activation(where, name);
+  TORCH_CHECK(static_cast<int>(params.size()) <= entry.num_params, where, ": activation '", name, "' takes at most ",
+              entry.num_params, " parameters, got ", params.size());
+}
+
+}  // namespace fusednorm

@@ -1,4 +1,6 @@
 // Everything a C++ user of fusednorm needs: #include <fusednorm/fusednorm.h>.
 #pragma once
 
+#include "activation.h"
+#include "modules.h"
 #include "ops.h"

@@ -1,0 +1,118 @@
+// LibTorch modules of the fused ops, mirroring torch::nn's norm modules (same
+// options, same parameter and buffer names, so state moves between a torch::nn
+// module and its fused counterpart, and between C++ and Python, by name) plus an
+// activation option and an optional residual:
+//
+//   fusednorm::BatchNorm2d bn(fusednorm::BatchNormOptions(64).activation("relu"));
+//   y = bn(x);                    // == relu(torch::nn::BatchNorm2d(64)(x))
+//   y = bn(x, /*residual=*/skip); // == relu(batch_norm(x) + skip)
+//
+// The modules work inside torch::nn::Sequential (residual defaults to none).
+// A PReLU activation is the child module "activation" (state key "activation.weight").
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/cloneable.h>
+#include <torch/nn/modules/activation.h>
+#include <torch/nn/modules/common.h>
+#include <torch/nn/pimpl.h>
+#include <torch/types.h>
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string_view>
+
+#include "activation.h"
+
+namespace fusednorm {
+
+namespace detail {
+
+// The activation part every fused module shares: registers PReLU's weight as the
+// child "activation" and turns the option into the fused op's arguments.
+class ActivationSlot {
+ public:
+  // What one forward call passes to the op.
+  struct Call {
+    std::string_view name;
+    c10::ArrayRef<double> params;
+    std::optional<at::Tensor> weight;  // PReLU's slopes
+    std::optional<at::Tensor> seed;    // RReLU in training mode
+  };
+
+  // Checks the activation and (re-)registers owner's "activation" child when it has a
+  // weight; call from the owner's reset(). `num_channels` sizes a per-channel PReLU.
+  void reset(torch::nn::Module& owner, const Activation& activation, int64_t num_channels, std::string_view where);
+  Call call(const Activation& activation, bool training) const;
+  // ", activation=<name>(<params>)", nothing for identity.
+  static void pretty_print(std::ostream& stream, const Activation& activation);
+
+ private:
+  torch::nn::PReLU prelu_{nullptr};
+};
+
+}  // namespace detail
+
+// ----------------------------------------------------------------------------- batch norm
+
+// torch::nn::BatchNormOptions plus the activation.
+struct BatchNormOptions {
+  /* implicit */ BatchNormOptions(int64_t num_features) : num_features_(num_features) {}
+
+  TORCH_ARG(int64_t, num_features);
+  TORCH_ARG(double, eps) = 1e-5;
+  // None: cumulative moving average, as in torch::nn.
+  TORCH_ARG(std::optional<double>, momentum) = 0.1;
+  TORCH_ARG(bool, affine) = true;
+  TORCH_ARG(bool, track_running_stats) = true;
+  TORCH_ARG(Activation, activation);
+};
+
+// fusednorm::BatchNorm1d/2d/3d: torch::nn::BatchNorm<D>d + activation (+ residual), fused.
+template <size_t D, typename Derived>
+class BatchNormImplBase : public torch::nn::Cloneable<Derived> {
+ public:
+  explicit BatchNormImplBase(const BatchNormOptions& options_) : options(options_) { BatchNormImplBase::reset(); }
+
+  void reset() override;
+  void reset_running_stats();
+  void reset_parameters();
+
+  // activation(batch_norm(input) + residual); residual is optional (undefined: none).
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& residual = {});
+
+  void pretty_print(std::ostream& stream) const override;
+
+  BatchNormOptions options;
+  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})
+
+ private:
+  detail::ActivationSlot activation_;
+};
+
+class BatchNorm1dImpl : public BatchNormImplBase<1, BatchNorm1dImpl> {
+ public:
+  using BatchNormImplBase::BatchNormImplBase;
+};
+class BatchNorm2dImpl : public BatchNormImplBase<2, BatchNorm2dImpl> {
+ public:
+  using BatchNormImplBase::BatchNormImplBase;
+};
+class BatchNorm3dImpl : public BatchNormImplBase<3, BatchNorm3dImpl> {
+ public:
+  using BatchNormImplBase::BatchNormImplBase;
+};
+
+TORCH_MODULE(BatchNorm1d);
+TORCH_MODULE(BatchNorm2d);
+TORCH_MODULE(BatchNorm3d);
+
+extern template class BatchNormImplBase<1, BatchNorm1dImpl>;
+extern template class BatchNormImplBase<2, BatchNorm2dImpl>;
+extern template class BatchNormImplBase<3, BatchNorm3dImpl>;
+
+}  // namespace fusednorm

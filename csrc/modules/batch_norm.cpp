@@ -1,0 +1,110 @@
+// fusednorm::BatchNorm1d/2d/3d: torch::nn::BatchNorm's bookkeeping around fusednorm::batch_norm_act.
+#include <fusednorm/modules.h>
+#include <fusednorm/ops.h>
+#include <torch/nn/init.h>
+
+#include <string>
+
+namespace fusednorm {
+namespace {
+
+template <size_t D>
+void check_input_dim(const at::Tensor& input) {
+  if constexpr (D == 1) {
+    TORCH_CHECK(input.dim() == 2 || input.dim() == 3, "fusednorm::BatchNorm1d: expected 2D or 3D input (got ",
+                input.dim(), "D input)");
+  } else {
+    TORCH_CHECK(input.dim() == D + 2, "fusednorm::BatchNorm", D, "d: expected ", D + 2, "D input (got ", input.dim(),
+                "D input)");
+  }
+}
+
+std::optional<at::Tensor> if_defined(const at::Tensor& tensor) {
+  return tensor.defined() ? std::optional<at::Tensor>(tensor) : std::nullopt;
+}
+
+}  // namespace
+
+template <size_t D, typename Derived>
+void BatchNormImplBase<D, Derived>::reset() {
+  const int64_t channels = options.num_features();
+  // Undefined tensors where torch::nn registers them too, so the names line up.
+  if (options.affine()) {
+    weight = this->register_parameter("weight", torch::empty({channels}));
+    bias = this->register_parameter("bias", torch::empty({channels}));
+  } else {
+    weight = this->register_parameter("weight", at::Tensor(), /*requires_grad=*/false);
+    bias = this->register_parameter("bias", at::Tensor(), /*requires_grad=*/false);
+  }
+  if (options.track_running_stats()) {
+    running_mean = this->register_buffer("running_mean", torch::zeros({channels}));
+    running_var = this->register_buffer("running_var", torch::ones({channels}));
+    num_batches_tracked = this->register_buffer("num_batches_tracked", torch::tensor(0, torch::dtype(torch::kLong)));
+  } else {
+    running_mean = this->register_buffer("running_mean", at::Tensor());
+    running_var = this->register_buffer("running_var", at::Tensor());
+    num_batches_tracked = this->register_buffer("num_batches_tracked", at::Tensor());
+  }
+  activation_.reset(*this, options.activation(), channels, "fusednorm::BatchNorm" + std::to_string(D) + "d");
+  reset_parameters();
+}
+
+template <size_t D, typename Derived>
+void BatchNormImplBase<D, Derived>::reset_running_stats() {
+  if (options.track_running_stats()) {
+    running_mean.zero_();
+    running_var.fill_(1);
+    num_batches_tracked.zero_();
+  }
+}
+
+template <size_t D, typename Derived>
+void BatchNormImplBase<D, Derived>::reset_parameters() {
+  reset_running_stats();
+  if (options.affine()) {
+    torch::nn::init::ones_(weight);
+    torch::nn::init::zeros_(bias);
+  }
+}
+
+template <size_t D, typename Derived>
+at::Tensor BatchNormImplBase<D, Derived>::forward(const at::Tensor& input, const at::Tensor& residual) {
+  check_input_dim<D>(input);
+  // The same bookkeeping as torch::nn::BatchNorm (and Python's fused modules).
+  double momentum = options.momentum().value_or(0.0);
+  const bool training = this->is_training();
+  if (training && options.track_running_stats() && num_batches_tracked.defined()) {
+    num_batches_tracked.add_(1);
+    if (!options.momentum().has_value()) {
+      momentum = 1.0 / num_batches_tracked.template item<double>();
+    }
+  }
+  const bool use_batch_stats = training || !options.track_running_stats();
+  const bool use_running = !training || options.track_running_stats();
+  const auto activation = activation_.call(options.activation(), training);
+  auto [out, save_mean, save_invstd] =
+      batch_norm_act(input, if_defined(weight), if_defined(bias), use_running ? if_defined(running_mean) : std::nullopt,
+                     use_running ? if_defined(running_var) : std::nullopt, if_defined(residual), use_batch_stats,
+                     momentum, options.eps(), activation.name, activation.params, activation.weight, activation.seed);
+  return out;
+}
+
+template <size_t D, typename Derived>
+void BatchNormImplBase<D, Derived>::pretty_print(std::ostream& stream) const {
+  stream << std::boolalpha << "fusednorm::BatchNorm" << D << "d(" << options.num_features() << ", eps=" << options.eps()
+         << ", momentum=";
+  if (options.momentum().has_value()) {
+    stream << *options.momentum();
+  } else {
+    stream << "None";
+  }
+  stream << ", affine=" << options.affine() << ", track_running_stats=" << options.track_running_stats();
+  detail::ActivationSlot::pretty_print(stream, options.activation());
+  stream << ')';
+}
+
+template class BatchNormImplBase<1, BatchNorm1dImpl>;
+template class BatchNormImplBase<2, BatchNorm2dImpl>;
+template class BatchNormImplBase<3, BatchNorm3dImpl>;
+
+}  // namespace fusednorm
