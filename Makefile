@@ -100,3 +100,19 @@ format:
 
 clean:
 	rm -rf $(BUILD_DIR) python/fusednorm/_C*.so python/fusednorm/include python/fusednorm/share *.egg-info
+
+# Fused ops against PyTorch eager and torch.compile (python/fusednorm/bench.py), e.g.
+# make bench BENCH_ARGS="--quick --device cpu" or BENCH_ARGS="--case bn2d --dtype bf16".
+# Results go to benchmarks/results/<device>/ unless --out says otherwise.
+BENCH_ARGS ?=
+bench:
+	$(PYTHON) -m fusednorm.bench $(BENCH_ARGS)
+
+# Part of `make test`: every --quick case once on the CPU with a tiny time budget,
+# to show that the benchmark runs (no speed is asserted); output under $(BUILD_DIR).
+test: bench-smoke
+bench-smoke:
+	@mkdir -p $(BUILD_DIR)
+	$(PYTHON) -m fusednorm.bench --quick --device cpu --no-compile --min-run-time 0.001 --repeats 1 \
+	  --out $(BUILD_DIR)/bench-smoke > $(BUILD_DIR)/bench-smoke.log || { cat $(BUILD_DIR)/bench-smoke.log; exit 1; }
+	@tail -n 7 $(BUILD_DIR)/bench-smoke.log

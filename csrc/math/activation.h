@@ -75,9 +75,38 @@ FUSEDNORM_HOST_DEVICE T negative_slope(const ActivationParams& p, T prelu_slope,
   }
 }
 
+// The elementary functions and the branch-free select the table below is written
+// in. This primary template serves scalars, on the host and on the device; the CPU
+// kernels specialise it for their SIMD vector types (where a comparison yields a
+// lane mask), so that one table serves scalar and vector code alike. Both
+// arguments of select are evaluated: every formula here is finite, or discarded
+// by the select, for every finite z.
+template <typename T>
+struct ElementaryMath {
+  static FUSEDNORM_HOST_DEVICE T exp(T z) {
+    using std::exp;
+    return exp(z);
+  }
+  static FUSEDNORM_HOST_DEVICE T expm1(T z) {
+    using std::expm1;
+    return expm1(z);
+  }
+  static FUSEDNORM_HOST_DEVICE T erf(T z) {
+    using std::erf;
+    return erf(z);
+  }
+  static FUSEDNORM_HOST_DEVICE T tanh(T z) {
+    using std::tanh;
+    return tanh(z);
+  }
+  static FUSEDNORM_HOST_DEVICE T select(bool condition, T if_true, T if_false) {
+    return condition ? if_true : if_false;
+  }
+};
+
 template <typename T>
 FUSEDNORM_HOST_DEVICE T sigmoid_of(T z) {
-  return T(1) / (T(1) + exp(-z));
+  return T(1) / (T(1) + ElementaryMath<T>::exp(-z));
 }
 
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
@@ -91,38 +120,35 @@ constexpr double kGeluTanhCubic = 0.044715;
 // slope-style kinds).
 template <typename T>
 FUSEDNORM_HOST_DEVICE T activation_forward(const ActivationParams& p, T z, T slope) {
-  using std::erf;
-  using std::exp;
-  using std::expm1;
-  using std::tanh;
+  using M = ElementaryMath<T>;
   switch (p.kind) {
     case ActivationKind::kIdentity:
       return z;
     case ActivationKind::kReLU:
-      return z > T(0) ? z : T(0);
+      return M::select(z > T(0), z, T(0));
     case ActivationKind::kLeakyReLU:
     case ActivationKind::kPReLU:
-      return z > T(0) ? z : z * slope;
+      return M::select(z > T(0), z, z * slope);
     case ActivationKind::kRReLU:
-      return z >= T(0) ? z : z * slope;
+      return M::select(z >= T(0), z, z * slope);
     case ActivationKind::kELU:
-      return z > T(0) ? z : static_cast<T>(p.alpha) * expm1(z);
+      return M::select(z > T(0), z, static_cast<T>(p.alpha) * M::expm1(z));
     case ActivationKind::kSELU:
-      return static_cast<T>(kSeluScale) * (z > T(0) ? z : static_cast<T>(kSeluAlpha) * expm1(z));
+      return static_cast<T>(kSeluScale) * M::select(z > T(0), z, static_cast<T>(kSeluAlpha) * M::expm1(z));
     case ActivationKind::kCELU:
-      return z > T(0) ? z : static_cast<T>(p.alpha) * expm1(z / static_cast<T>(p.alpha));
+      return M::select(z > T(0), z, static_cast<T>(p.alpha) * M::expm1(z / static_cast<T>(p.alpha)));
     case ActivationKind::kGELU:
-      return T(0.5) * z * (T(1) + erf(z * static_cast<T>(kInvSqrt2)));
+      return T(0.5) * z * (T(1) + M::erf(z * static_cast<T>(kInvSqrt2)));
     case ActivationKind::kGELUTanh: {
       const T inner = static_cast<T>(kSqrt2OverPi) * (z + static_cast<T>(kGeluTanhCubic) * z * z * z);
-      return T(0.5) * z * (T(1) + tanh(inner));
+      return T(0.5) * z * (T(1) + M::tanh(inner));
     }
     case ActivationKind::kSiLU:
       return z * sigmoid_of(z);
     case ActivationKind::kSigmoid:
       return sigmoid_of(z);
     case ActivationKind::kTanh:
-      return tanh(z);
+      return M::tanh(z);
   }
   return z;
 }
@@ -131,34 +157,31 @@ FUSEDNORM_HOST_DEVICE T activation_forward(const ActivationParams& p, T z, T slo
 // RReLU uses the slope for z <= 0 as rrelu_with_noise does).
 template <typename T>
 FUSEDNORM_HOST_DEVICE T activation_derivative(const ActivationParams& p, T z, T slope) {
-  using std::exp;
-  using std::tanh;
+  using M = ElementaryMath<T>;
   switch (p.kind) {
     case ActivationKind::kIdentity:
       return T(1);
     case ActivationKind::kReLU:
-      return z > T(0) ? T(1) : T(0);
+      return M::select(z > T(0), T(1), T(0));
     case ActivationKind::kLeakyReLU:
     case ActivationKind::kPReLU:
-      return z > T(0) ? T(1) : slope;
     case ActivationKind::kRReLU:
-      return z > T(0) ? T(1) : slope;
+      return M::select(z > T(0), T(1), slope);
     case ActivationKind::kELU:
-      return z > T(0) ? T(1) : static_cast<T>(p.alpha) * exp(z);
+      return M::select(z > T(0), T(1), static_cast<T>(p.alpha) * M::exp(z));
     case ActivationKind::kSELU:
-      return static_cast<T>(kSeluScale) * (z > T(0) ? T(1) : static_cast<T>(kSeluAlpha) * exp(z));
+      return static_cast<T>(kSeluScale) * M::select(z > T(0), T(1), static_cast<T>(kSeluAlpha) * M::exp(z));
     case ActivationKind::kCELU:
-      return z > T(0) ? T(1) : exp(z / static_cast<T>(p.alpha));
+      return M::select(z > T(0), T(1), M::exp(z / static_cast<T>(p.alpha)));
     case ActivationKind::kGELU: {
-      using std::erf;
-      const T cdf = T(0.5) * (T(1) + erf(z * static_cast<T>(kInvSqrt2)));
-      const T pdf = static_cast<T>(kInvSqrt2Pi) * exp(T(-0.5) * z * z);
+      const T cdf = T(0.5) * (T(1) + M::erf(z * static_cast<T>(kInvSqrt2)));
+      const T pdf = static_cast<T>(kInvSqrt2Pi) * M::exp(T(-0.5) * z * z);
       return cdf + z * pdf;
     }
     case ActivationKind::kGELUTanh: {
       const T z2 = z * z;
       const T inner = static_cast<T>(kSqrt2OverPi) * (z + static_cast<T>(kGeluTanhCubic) * z2 * z);
-      const T t = tanh(inner);
+      const T t = M::tanh(inner);
       const T dinner = static_cast<T>(kSqrt2OverPi) * (T(1) + T(3) * static_cast<T>(kGeluTanhCubic) * z2);
       return T(0.5) * (T(1) + t) + T(0.5) * z * (T(1) - t * t) * dinner;
     }
@@ -171,7 +194,7 @@ FUSEDNORM_HOST_DEVICE T activation_derivative(const ActivationParams& p, T z, T 
       return s * (T(1) - s);
     }
     case ActivationKind::kTanh: {
-      const T t = tanh(z);
+      const T t = M::tanh(z);
       return T(1) - t * t;
     }
   }

@@ -31,6 +31,10 @@ _NAME_TO_MODULE = {
 
 ACTIVATION_NAMES = tuple(name for name in _NAME_TO_MODULE if name != "swish")
 
+# Specs of activations given by name, built once: a name always means the same
+# module, and building one costs more than a small fused op on the CPU.
+_SPECS_OF_NAMES: dict = {}
+
 
 @dataclass(frozen=True)
 class ActivationSpec:
@@ -72,7 +76,9 @@ def spec_of(activation: ActivationLike) -> ActivationSpec:
             raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATION_NAMES)}")
         if key == "prelu":
             raise ValueError("activation 'prelu' needs a weight: pass a torch.nn.PReLU module")
-        return spec_of(make_activation_module(key))
+        if key not in _SPECS_OF_NAMES:
+            _SPECS_OF_NAMES[key] = spec_of(make_activation_module(key))
+        return _SPECS_OF_NAMES[key]
     m = activation
     if isinstance(m, nn.Identity):
         return ActivationSpec("identity")

@@ -35,8 +35,11 @@ def _compare_compiled(model, x, steps=2, rtol=1e-4, atol=1e-5):
         torch.testing.assert_close(out_c, out_e, rtol=rtol, atol=atol)
         out_c.sum().backward()
         out_e.sum().backward()
+    # A gradient that a norm cancels to zero (a conv bias before instance norm) is
+    # rounding noise of the size of the model's gradients, so atol scales with them.
+    grad_scale = max(1.0, max(p.grad.abs().max().item() for p in eager.parameters()))
     for (name, p_c), p_e in zip(model.named_parameters(), eager.parameters()):
-        torch.testing.assert_close(p_c.grad, p_e.grad, rtol=rtol, atol=atol, msg=f"grad of {name}")
+        torch.testing.assert_close(p_c.grad, p_e.grad, rtol=rtol, atol=atol * grad_scale, msg=f"grad of {name}")
     for (name, b_c), b_e in zip(model.named_buffers(), eager.buffers()):
         torch.testing.assert_close(b_c, b_e, msg=f"buffer {name}")
     model.eval()

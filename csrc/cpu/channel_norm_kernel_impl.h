@@ -1,0 +1,569 @@
+// The CPU kernels of the channel-norm engine (see ops/channel_norm.h for what each
+// computes), written once on at::vec::Vectorized and compiled once per instruction
+// set: channel_norm_kernel.cpp includes this file for the baseline ISA and picks,
+// at load time, between that and the AVX2 build of channel_norm_kernel_avx2.cpp.
+//
+// The includer defines CPU_CAPABILITY (as ATen's own kernels do): every name here
+// lives in fusednorm::detail::CPU_CAPABILITY, and at::vec puts its vector types in
+// at::vec::CPU_CAPABILITY, so the two builds never share a symbol.
+//
+// Elementwise passes run in the accumulation dtype (float, or double for double
+// input), a vector of it at a time; the activation is the one table of
+// math/activation.h instantiated on that vector type. Sums accumulate in vector
+// lanes over chunks of kChunkElements and are added into doubles chunk by chunk,
+// so fp32 lanes never sum more than a few hundred terms.
+#ifndef CPU_CAPABILITY
+#error "define CPU_CAPABILITY before including channel_norm_kernel_impl.h"
+#endif
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/functional.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <array>
+#include <type_traits>
+#include <vector>
+
+#include "../math/activation.h"
+#include "../ops/channel_norm.h"
+#include "fixed_activation.h"
+
+namespace fusednorm::math {
+
+// The activation table on SIMD vectors: comparisons give lane masks, select blends.
+template <typename T>
+struct ElementaryMath<at::vec::Vectorized<T>> {
+  using V = at::vec::Vectorized<T>;
+  static V exp(const V& z) { return z.exp(); }
+  static V expm1(const V& z) { return z.expm1(); }
+  static V erf(const V& z) { return z.erf(); }
+  static V tanh(const V& z) { return z.tanh(); }
+  static V select(const V& mask, const V& if_true, const V& if_false) { return V::blendv(if_false, if_true, mask); }
+};
+
+}  // namespace fusednorm::math
+
+namespace fusednorm::detail::CPU_CAPABILITY {
+
+using at::vec::Vectorized;
+using math::ActivationKind;
+
+// Work items smaller than this are not worth a task of their own.
+constexpr int64_t kGrainElements = 32768;
+// Elements (channels-first) or rows (channels-last) summed in vector lanes before
+// the partial sums are added into doubles.
+constexpr int64_t kChunkElements = 2048;
+constexpr int64_t kChunkRows = 64;
+
+// Moves up to Vec::size() elements of scalar_t to and from one vector of the
+// accumulation dtype. Lanes past `count` load as zero and are not stored.
+template <typename scalar_t>
+struct Lanes {
+  using acc_t = at::opmath_type<scalar_t>;
+  using Vec = Vectorized<acc_t>;
+  static constexpr int64_t kSize = Vec::size();
+
+  static Vec load(const scalar_t* p, int64_t count) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      return count == kSize ? Vec::loadu(p) : Vec::loadu(p, count);
+    } else {
+      Vec out;
+      if (count == kSize) {
+        at::vec::load_to_float<scalar_t>(p, out);
+      } else {
+        scalar_t padded[kSize] = {};
+        std::copy_n(p, count, padded);
+        at::vec::load_to_float<scalar_t>(padded, out);
+      }
+      return out;
+    }
+  }
+  static void store(scalar_t* p, const Vec& v, int64_t count) {
+    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+      v.store(p, count);
+    } else {
+      at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
+    }
+  }
+};
+
+// Adds the lanes of a vector into a double.
+template <typename acc_t>
+double lane_sum(const Vectorized<acc_t>& v) {
+  acc_t lanes[Vectorized<acc_t>::size()];
+  v.store(lanes);
+  double total = 0;
+  for (int64_t i = 0; i < Vectorized<acc_t>::size(); ++i) {
+    total += static_cast<double>(lanes[i]);
+  }
+  return total;
+}
+
+// Calls step(i, count) over [begin, end) in vector-sized steps: full steps with a
+// compile-time count, then one partial step.
+template <int64_t kSize, typename F>
+void for_each_vector(int64_t begin, int64_t end, const F& step) {
+  int64_t i = begin;
+  for (; i + kSize <= end; i += kSize) {
+    step(i, kSize);
+  }
+  if (i < end) {
+    step(i, end - i);
+  }
+}
+
+// How many slices K to cut each (n, c)'s spatial extent into, so that there are
+// enough independent work items for all threads.
+int64_t choose_slices(int64_t units, int64_t S, int64_t min_slice) {
+  const int64_t wanted = 4 * static_cast<int64_t>(at::get_num_threads());
+  if (units >= wanted) {
+    return 1;
+  }
+  const int64_t by_threads = (wanted + units - 1) / units;
+  return std::max<int64_t>(1, std::min<int64_t>(by_threads, S / std::max<int64_t>(1, min_slice)));
+}
+
+int64_t slice_count(const ChannelView& v) {
+  return v.layout == Layout::kChannelsFirst ? choose_slices(v.N * v.C, v.S, 4096) : choose_slices(v.N, v.S, 16);
+}
+
+at::Tensor slice_counts(int64_t S, int64_t K, at::ScalarType acc_dtype) {
+  const int64_t slice = (S + K - 1) / K;
+  at::Tensor counts = at::empty({K}, at::TensorOptions().dtype(acc_dtype));
+  AT_DISPATCH_FLOATING_TYPES(acc_dtype, "slice_counts", [&] {
+    scalar_t* counts_ptr = counts.data_ptr<scalar_t>();
+    for (int64_t k = 0; k < K; ++k) {
+      counts_ptr[k] = static_cast<scalar_t>(std::min(S, (k + 1) * slice) - k * slice);
+    }
+  });
+  return counts;
+}
+
+// `v` with the lanes past `count` zeroed, so a partial vector adds nothing there.
+template <typename acc_t>
+Vectorized<acc_t> keep_lanes(const Vectorized<acc_t>& v, int64_t count) {
+  return count == Vectorized<acc_t>::size() ? v : Vectorized<acc_t>::set(Vectorized<acc_t>(acc_t(0)), v, count);
+}
+
+// The layouts as types, so that the loops below are compiled once per layout:
+// in a channels-first run every lane holds the same channel, in a channels-last
+// run the lanes hold consecutive channels.
+using ChannelsFirst = std::false_type;
+using ChannelsLast = std::true_type;
+
+// Channel of the element i places into a run whose first element is of channel c.
+template <typename ChannelsVary>
+int64_t channel_at(int64_t c, int64_t i, ChannelsVary) {
+  return ChannelsVary::value ? c + i : c;
+}
+
+// A per-channel coefficient (coef[q], q = n * coef_n_stride + c) for the lanes of
+// a run: one value broadcast (channels-first) or consecutive values (channels-last).
+template <typename acc_t, typename ChannelsVary>
+class RunCoefficient;
+
+template <typename acc_t>
+class RunCoefficient<acc_t, ChannelsFirst> {
+ public:
+  RunCoefficient(const acc_t* coef, int64_t q) : value_(coef[q]) {}
+  Vectorized<acc_t> at(int64_t, int64_t) const { return value_; }
+
+ private:
+  Vectorized<acc_t> value_;
+};
+
+template <typename acc_t>
+class RunCoefficient<acc_t, ChannelsLast> {
+ public:
+  RunCoefficient(const acc_t* coef, int64_t q) : coef_(coef + q) {}
+  Vectorized<acc_t> at(int64_t i, int64_t count) const { return Vectorized<acc_t>::loadu(coef_ + i, count); }
+
+ private:
+  const acc_t* coef_;
+};
+
+template <typename acc_t, typename ChannelsVary>
+RunCoefficient<acc_t, ChannelsVary> run_coefficient(const acc_t* coef, int64_t q, ChannelsVary) {
+  return RunCoefficient<acc_t, ChannelsVary>(coef, q);
+}
+
+// The activation with its kind fixed at compile time, on vectors of acc_t. The
+// negative-side slope (LeakyReLU, PReLU, RReLU) is a vector too: per lane it may
+// be a channel's PReLU weight or an element's RReLU draw.
+template <typename acc_t, ActivationKind K>
+struct VecActivation {
+  using Vec = Vectorized<acc_t>;
+  math::ActivationParams params;
+  const acc_t* prelu_weight;  // nullptr unless PReLU
+  bool prelu_per_channel;
+
+  explicit VecActivation(const ActivationArgs& args)
+      : params(args.params),
+        prelu_weight(args.prelu_weight.defined() ? args.prelu_weight.const_data_ptr<acc_t>() : nullptr),
+        prelu_per_channel(args.prelu_weight.defined() && args.prelu_weight.numel() > 1) {
+    params.kind = K;
+  }
+
+  // Slopes of the `count` elements from `offset`, the first of channel c.
+  template <typename ChannelsVary>
+  Vec slope(int64_t c, int64_t offset, int64_t count, ChannelsVary) const {
+    if constexpr (K == ActivationKind::kPReLU) {
+      if (!prelu_per_channel) {
+        return Vec(prelu_weight[0]);
+      }
+      return ChannelsVary::value ? Vec::loadu(prelu_weight + c, count) : Vec(prelu_weight[c]);
+    } else if constexpr (K == ActivationKind::kRReLU) {
+      if (!params.rrelu_training) {
+        return Vec(math::negative_slope<acc_t>(params, acc_t(0), offset));
+      }
+      acc_t lanes[Vec::size()] = {};
+      for (int64_t i = 0; i < count; ++i) {
+        lanes[i] = math::negative_slope<acc_t>(params, acc_t(0), offset + i);
+      }
+      return Vec::loadu(lanes);
+    } else if constexpr (K == ActivationKind::kLeakyReLU) {
+      return Vec(static_cast<acc_t>(params.alpha));
+    } else {
+      return Vec(acc_t(0));
+    }
+  }
+
+  // The table's functions, on a local copy of the parameters whose kind the
+  // compiler can see, so that the table's switch folds away.
+  Vec forward(const Vec& z, const Vec& slope) const {
+    math::ActivationParams p = params;
+    p.kind = K;
+    return math::activation_forward<Vec>(p, z, slope);
+  }
+  Vec derivative(const Vec& z, const Vec& slope) const {
+    math::ActivationParams p = params;
+    p.kind = K;
+    return math::activation_derivative<Vec>(p, z, slope);
+  }
+};
+
+// One pass over every element, in parallel, walking memory in order, a run of
+// consecutive elements at a time: f(offset, length, c, q, vary) gets the run's
+// first element, its length, the channel c and coefficient index q of its first
+// element (q = n * coef_n_stride + c), and vary = ChannelsFirst (a plane: every
+// element of channel c) or ChannelsLast (a row: channels c, c + 1, ...). Runs are
+// long, so f keeps its pointers in registers for the vector loop.
+template <typename F>
+void parallel_elementwise(const ChannelView& v, int64_t coef_n_stride, const F& f) {
+  const int64_t C = v.C, S = v.S;
+  if (v.layout == Layout::kChannelsFirst) {
+    at::parallel_for(0, v.N * C, std::max<int64_t>(1, kGrainElements / S), [&](int64_t begin, int64_t end) {
+      for (int64_t plane = begin; plane < end; ++plane) {
+        const int64_t c = plane % C;
+        f(plane * S, S, c, (plane / C) * coef_n_stride + c, ChannelsFirst{});
+      }
+    });
+  } else {
+    at::parallel_for(0, v.N * S, std::max<int64_t>(1, kGrainElements / C), [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        f(row * C, C, 0, (row / S) * coef_n_stride, ChannelsLast{});
+      }
+    });
+  }
+}
+
+// NS running sums per channel over slice k of each (n, c)'s spatial extent (K
+// slices), in parallel: the reduction half of the kernels below. For each vector
+// of `count` elements it calls
+//   accumulate(offset, count, c, q, first, vary, sums)
+// with offset the vector's first element, c and q the channel and coefficient
+// index of that element (as in parallel_elementwise), `first` the offset of the
+// slice's first element of channel c, and `sums` the NS vectors to add into
+// (lanes past `count` must be left unchanged). Sums stay in vector lanes for a
+// chunk and are then added into doubles; finish(n, c, k, first, totals, count)
+// gets the NS doubles of (n, c, k) and the slice's element count.
+template <int NS, typename acc_t, typename Accumulate, typename Finish>
+void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_stride, const Accumulate& accumulate,
+                           const Finish& finish) {
+  using Vec = Vectorized<acc_t>;
+  using Sums = std::array<Vec, NS>;
+  constexpr int64_t kSize = Vec::size();
+  // Independent accumulators per channels-first slice, so that consecutive vector
+  // additions do not wait on each other's latency.
+  constexpr int64_t kUnroll = 4;
+  const int64_t N = v.N, C = v.C, S = v.S;
+  const int64_t slice = (S + K - 1) / K;
+  if (v.layout == Layout::kChannelsFirst) {
+    at::parallel_for(0, N * C * K, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t unit = begin; unit < end; ++unit) {
+        const int64_t k = unit % K, plane = unit / K;
+        const int64_t n = plane / C, c = plane % C, q = n * coef_n_stride + c;
+        const int64_t first = plane * S + k * slice, last = plane * S + std::min(S, (k + 1) * slice);
+        std::array<double, NS> totals{};
+        for (int64_t chunk = first; chunk < last; chunk += kChunkElements) {
+          const int64_t chunk_end = std::min(last, chunk + kChunkElements);
+          std::array<Sums, kUnroll> sums;
+          for (auto& s : sums) {
+            s.fill(Vec(acc_t(0)));
+          }
+          int64_t i = chunk;
+          for (; i + kUnroll * kSize <= chunk_end; i += kUnroll * kSize) {
+            for (int64_t u = 0; u < kUnroll; ++u) {
+              accumulate(i + u * kSize, kSize, c, q, first, ChannelsFirst{}, sums[u]);
+            }
+          }
+          for (; i < chunk_end; i += kSize) {
+            accumulate(i, std::min(kSize, chunk_end - i), c, q, first, ChannelsFirst{}, sums[0]);
+          }
+          for (int j = 0; j < NS; ++j) {
+            totals[j] += lane_sum((sums[0][j] + sums[1][j]) + (sums[2][j] + sums[3][j]));
+          }
+        }
+        finish(n, c, k, first, totals.data(), last - first);
+      }
+    });
+    return;
+  }
+  // Channels-last: a slice is a range of rows of one sample; the channels of a
+  // row are summed side by side into per-channel lanes kept in a small buffer
+  // (the vectors of one row are independent of each other).
+  const int64_t padded_C = (C + kSize - 1) / kSize * kSize;
+  at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> chunk_sums(NS * padded_C);
+    std::vector<double> totals(NS * C);
+    for (int64_t unit = begin; unit < end; ++unit) {
+      const int64_t k = unit % K, n = unit / K, q_base = n * coef_n_stride;
+      const int64_t s_begin = k * slice, s_end = std::min(S, s_begin + slice);
+      const int64_t first_row = (n * S + s_begin) * C;
+      std::fill(totals.begin(), totals.end(), 0.0);
+      for (int64_t chunk = s_begin; chunk < s_end; chunk += kChunkRows) {
+        std::fill(chunk_sums.begin(), chunk_sums.end(), acc_t(0));
+        acc_t* buffer = chunk_sums.data();
+        for (int64_t s = chunk; s < std::min(s_end, chunk + kChunkRows); ++s) {
+          const int64_t row = (n * S + s) * C;
+          for_each_vector<kSize>(0, C, [&](int64_t c, int64_t count) {
+            Sums sums;
+            for (int j = 0; j < NS; ++j) {
+              sums[j] = Vec::loadu(buffer + j * padded_C + c);
+            }
+            accumulate(row + c, count, c, q_base + c, first_row + c, ChannelsLast{}, sums);
+            for (int j = 0; j < NS; ++j) {
+              sums[j].store(buffer + j * padded_C + c);
+            }
+          });
+        }
+        for (int j = 0; j < NS; ++j) {
+          for (int64_t c = 0; c < C; ++c) {
+            totals[j * C + c] += static_cast<double>(buffer[j * padded_C + c]);
+          }
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        std::array<double, NS> channel_totals;
+        for (int j = 0; j < NS; ++j) {
+          channel_totals[j] = totals[j * C + c];
+        }
+        finish(n, c, k, first_row + c, channel_totals.data(), s_end - s_begin);
+      }
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_partial_moments(const ChannelView& v) {
+  const int64_t K = slice_count(v);
+  const auto acc_dtype = accumulation_dtype(v.data.scalar_type());
+  const auto options = v.data.options().dtype(acc_dtype);
+  at::Tensor mean = at::empty({v.N, v.C, K}, options);
+  at::Tensor m2 = at::empty({v.N, v.C, K}, options);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_partial_moments", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using Vec = Vectorized<acc_t>;
+    using L = Lanes<scalar_t>;
+    const scalar_t* x = v.data.const_data_ptr<scalar_t>();
+    acc_t* mean_ptr = mean.data_ptr<acc_t>();
+    acc_t* m2_ptr = m2.data_ptr<acc_t>();
+    // Sums of d = x - pivot and d^2, pivot = the slice's first value of the
+    // channel: one pass, and no catastrophic cancellation when the mean is far
+    // from zero.
+    parallel_slice_reduce<2, acc_t>(
+        v, K, 0,
+        [&](int64_t offset, int64_t count, int64_t, int64_t, int64_t first, auto vary, std::array<Vec, 2>& sums) {
+          const Vec pivot = decltype(vary)::value ? L::load(x + first, count) : Vec(static_cast<acc_t>(x[first]));
+          const Vec d = keep_lanes(L::load(x + offset, count) - pivot, count);
+          sums[0] += d;
+          sums[1] = at::vec::fmadd(d, d, sums[1]);
+        },
+        [&](int64_t n, int64_t c, int64_t k, int64_t first, const double* totals, int64_t count) {
+          const int64_t out = (n * v.C + c) * K + k;
+          const double shift = totals[0] / static_cast<double>(count);
+          mean_ptr[out] = static_cast<acc_t>(static_cast<double>(x[first]) + shift);
+          m2_ptr[out] = static_cast<acc_t>(std::max(0.0, totals[1] - totals[0] * shift));
+        });
+  });
+  return {mean, m2, slice_counts(v.S, K, acc_dtype)};
+}
+
+void cpu_normalize_activate(const ChannelView& v, const at::Tensor& residual, const at::Tensor& scale,
+                            const at::Tensor& shift, CoefIndexing indexing, const ActivationArgs& act,
+                            const at::Tensor& out) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_normalize_activate", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using L = Lanes<scalar_t>;
+    const scalar_t* x = v.data.const_data_ptr<scalar_t>();
+    const scalar_t* res = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t* scale_ptr = scale.const_data_ptr<acc_t>();
+    const acc_t* shift_ptr = shift.const_data_ptr<acc_t>();
+    scalar_t* y = out.data_ptr<scalar_t>();
+    with_activation_kind(act.params.kind, [&](auto kind) {
+      const VecActivation<acc_t, decltype(kind)::value> activation(act);
+      parallel_elementwise(
+          v, indexing.coef_n_stride, [&](int64_t offset, int64_t length, int64_t c, int64_t q, auto vary) {
+            const scalar_t* x_run = x + offset;
+            const scalar_t* res_run = res != nullptr ? res + offset : nullptr;
+            scalar_t* y_run = y + offset;
+            const auto scale_run = run_coefficient(scale_ptr, q, vary);
+            const auto shift_run = run_coefficient(shift_ptr, q, vary);
+            for_each_vector<L::kSize>(0, length, [&](int64_t i, int64_t count) {
+              auto z = at::vec::fmadd(L::load(x_run + i, count), scale_run.at(i, count), shift_run.at(i, count));
+              if (res_run != nullptr) {
+                z += L::load(res_run + i, count);
+              }
+              const auto slope = activation.slope(channel_at(c, i, vary), offset + i, count, vary);
+              L::store(y_run + i, activation.forward(z, slope), count);
+            });
+          });
+    });
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_backward_partial_sums(
+    const ChannelView& grad_out, const ChannelView& v, const at::Tensor& residual, const at::Tensor& scale,
+    const at::Tensor& shift, const at::Tensor& mean, CoefIndexing indexing, const ActivationArgs& act,
+    bool want_prelu) {
+  const int64_t K = slice_count(v);
+  const auto options = v.data.options().dtype(accumulation_dtype(v.data.scalar_type()));
+  at::Tensor sum_g = at::empty({v.N, v.C, K}, options);
+  at::Tensor sum_g_xmu = at::empty({v.N, v.C, K}, options);
+  at::Tensor sum_prelu = want_prelu ? at::empty({v.N, v.C, K}, options) : at::Tensor();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_backward_partial_sums", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using Vec = Vectorized<acc_t>;
+    using L = Lanes<scalar_t>;
+    const scalar_t* x = v.data.const_data_ptr<scalar_t>();
+    const scalar_t* dy = grad_out.data.const_data_ptr<scalar_t>();
+    const scalar_t* res = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t* scale_ptr = scale.const_data_ptr<acc_t>();
+    const acc_t* shift_ptr = shift.const_data_ptr<acc_t>();
+    const acc_t* mean_ptr = mean.const_data_ptr<acc_t>();
+    acc_t* sum_g_ptr = sum_g.data_ptr<acc_t>();
+    acc_t* sum_g_xmu_ptr = sum_g_xmu.data_ptr<acc_t>();
+    acc_t* sum_prelu_ptr = want_prelu ? sum_prelu.data_ptr<acc_t>() : nullptr;
+    with_activation_kind(act.params.kind, [&](auto kind) {
+      constexpr ActivationKind kKind = decltype(kind)::value;
+      // Sums of g, of g * (x - mean), and for PReLU of its weight's gradient
+      // (grad_out * z over z <= 0).
+      constexpr int NS = kKind == ActivationKind::kPReLU ? 3 : 2;
+      const VecActivation<acc_t, kKind> activation(act);
+      parallel_slice_reduce<NS, acc_t>(
+          v, K, indexing.coef_n_stride,
+          [&](int64_t offset, int64_t count, int64_t c, int64_t q, int64_t, auto vary, std::array<Vec, NS>& sums) {
+            const auto scale_run = run_coefficient(scale_ptr, q, vary);
+            const auto shift_run = run_coefficient(shift_ptr, q, vary);
+            const auto mean_run = run_coefficient(mean_ptr, q, vary);
+            const Vec xv = L::load(x + offset, count);
+            Vec z = at::vec::fmadd(xv, scale_run.at(0, count), shift_run.at(0, count));
+            if (res != nullptr) {
+              z += L::load(res + offset, count);
+            }
+            const Vec dyv = L::load(dy + offset, count);
+            const Vec slope = activation.slope(c, offset, count, vary);
+            const Vec g = keep_lanes(dyv * activation.derivative(z, slope), count);
+            sums[0] += g;
+            sums[1] = at::vec::fmadd(g, xv - mean_run.at(0, count), sums[1]);
+            if constexpr (NS == 3) {
+              if (sum_prelu_ptr != nullptr) {
+                sums[2] += keep_lanes(Vec::blendv(Vec(acc_t(0)), dyv * z, z <= Vec(acc_t(0))), count);
+              }
+            }
+          },
+          [&](int64_t n, int64_t c, int64_t k, int64_t, const double* totals, int64_t) {
+            const int64_t out = (n * v.C + c) * K + k;
+            sum_g_ptr[out] = static_cast<acc_t>(totals[0]);
+            sum_g_xmu_ptr[out] = static_cast<acc_t>(totals[1]);
+            if (sum_prelu_ptr != nullptr) {
+              sum_prelu_ptr[out] = static_cast<acc_t>(totals[NS - 1]);
+            }
+          });
+    });
+  });
+  return {sum_g, sum_g_xmu, sum_prelu};
+}
+
+void cpu_backward_apply(const ChannelView& grad_out, const ChannelView& v, const at::Tensor& residual,
+                        const at::Tensor& scale, const at::Tensor& shift, const at::Tensor& mean, const at::Tensor& k1,
+                        const at::Tensor& k2, const at::Tensor& k3, CoefIndexing indexing, const ActivationArgs& act,
+                        const at::Tensor& grad_input, const at::Tensor& grad_residual) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_backward_apply", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    using L = Lanes<scalar_t>;
+    const scalar_t* x = v.data.const_data_ptr<scalar_t>();
+    const scalar_t* dy = grad_out.data.const_data_ptr<scalar_t>();
+    const scalar_t* res = residual.defined() ? residual.const_data_ptr<scalar_t>() : nullptr;
+    const acc_t* scale_ptr = scale.const_data_ptr<acc_t>();
+    const acc_t* shift_ptr = shift.const_data_ptr<acc_t>();
+    const acc_t* mean_ptr = mean.const_data_ptr<acc_t>();
+    const acc_t* k1_ptr = k1.const_data_ptr<acc_t>();
+    const acc_t* k2_ptr = k2.const_data_ptr<acc_t>();
+    const acc_t* k3_ptr = k3.const_data_ptr<acc_t>();
+    scalar_t* dx = grad_input.defined() ? grad_input.data_ptr<scalar_t>() : nullptr;
+    scalar_t* dres = grad_residual.defined() ? grad_residual.data_ptr<scalar_t>() : nullptr;
+    with_activation_kind(act.params.kind, [&](auto kind) {
+      const VecActivation<acc_t, decltype(kind)::value> activation(act);
+      parallel_elementwise(
+          v, indexing.coef_n_stride, [&](int64_t offset, int64_t length, int64_t c, int64_t q, auto vary) {
+            const scalar_t* x_run = x + offset;
+            const scalar_t* dy_run = dy + offset;
+            const scalar_t* res_run = res != nullptr ? res + offset : nullptr;
+            scalar_t* dx_run = dx != nullptr ? dx + offset : nullptr;
+            scalar_t* dres_run = dres != nullptr ? dres + offset : nullptr;
+            const auto scale_run = run_coefficient(scale_ptr, q, vary);
+            const auto shift_run = run_coefficient(shift_ptr, q, vary);
+            const auto mean_run = run_coefficient(mean_ptr, q, vary);
+            const auto k1_run = run_coefficient(k1_ptr, q, vary);
+            const auto k2_run = run_coefficient(k2_ptr, q, vary);
+            const auto k3_run = run_coefficient(k3_ptr, q, vary);
+            for_each_vector<L::kSize>(0, length, [&](int64_t i, int64_t count) {
+              const auto xv = L::load(x_run + i, count);
+              auto z = at::vec::fmadd(xv, scale_run.at(i, count), shift_run.at(i, count));
+              if (res_run != nullptr) {
+                z += L::load(res_run + i, count);
+              }
+              const auto slope = activation.slope(channel_at(c, i, vary), offset + i, count, vary);
+              const auto g = L::load(dy_run + i, count) * activation.derivative(z, slope);
+              if (dres_run != nullptr) {
+                L::store(dres_run + i, g, count);
+              }
+              if (dx_run != nullptr) {
+                // k1 * g + k2 * (x - mean) + k3
+                const auto xmu = xv - mean_run.at(i, count);
+                const auto grad = at::vec::fmadd(k1_run.at(i, count), g,
+                                                 at::vec::fmadd(k2_run.at(i, count), xmu, k3_run.at(i, count)));
+                L::store(dx_run + i, grad, count);
+              }
+            });
+          });
+    });
+  });
+}
+
+// This instruction set's kernels (constant-initialised: no code runs at load time).
+const ChannelNormKernels& cpu_channel_norm_kernels() {
+  static constexpr ChannelNormKernels kKernels{
+      cpu_partial_moments,
+      cpu_normalize_activate,
+      cpu_backward_partial_sums,
+      cpu_backward_apply,
+  };
+  return kKernels;
+}
+
+}  // namespace fusednorm::detail::CPU_CAPABILITY
