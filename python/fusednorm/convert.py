@@ -609,7 +609,8 @@ class _Fuser:
 
     def scan_module(self, path: str, module: nn.Module) -> Optional[str]:
         cls = type(module)
-        if cls is nn.Sequential:
+        if isinstance(module, nn.Sequential) and cls.forward is nn.Sequential.forward:
+            # Sequential subclasses that keep its forward too (torchvision's Conv2dNormActivation).
             self.sites += _sequential_sites(module, self.norms)
             return None
         if cls in (nn.ModuleList, nn.ModuleDict):

@@ -63,13 +63,15 @@ class Digits:
     test_y: torch.Tensor
 
 
-def load_digits(device: torch.device, subset: Optional[int] = None, seed: int = 0) -> Digits:
+def load_digits(
+    device: torch.device, subset: Optional[int] = None, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Digits:
     """scikit-learn's 1797 8x8 digits, scaled to [0, 1], split 80/20 (stratified)."""
     from sklearn.datasets import load_digits as sklearn_digits
     from sklearn.model_selection import train_test_split
 
     digits = sklearn_digits()
-    images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    images = torch.tensor(digits.images, dtype=dtype).unsqueeze(1) / 16.0
     labels = torch.tensor(digits.target, dtype=torch.long)
     train_idx, test_idx = train_test_split(
         torch.arange(len(labels)).numpy(), test_size=0.2, random_state=seed, stratify=labels.numpy()
@@ -173,27 +175,26 @@ def train(
     generator = torch.Generator().manual_seed(seed)  # the same batches for both runs
     n = len(data.train_y)
     steps = (n + batch_size - 1) // batch_size
+    bar = tqdm(total=epochs * steps, desc=f"{name:>17}", unit="step", disable=not progress)
     for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(n, generator=generator).to(device)
-        bar = tqdm(total=steps, desc=f"{name:>17} epoch {epoch}/{epochs}", disable=not progress, leave=False)
         losses = []
         _synchronize(device)
         start = time.perf_counter()
         for step in range(steps):
             batch = order[step * batch_size : (step + 1) * batch_size]
-            if len(batch) < 2:
-                continue  # batch norm needs more than one value per channel
-            losses.append(training_step(model, optimizer, data.train_x[batch], data.train_y[batch]))
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            if len(batch) > 1:  # batch norm needs more than one value per channel
+                losses.append(training_step(model, optimizer, data.train_x[batch], data.train_y[batch]))
+                bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{losses[-1]:.3f}", refresh=False)
             bar.update()
         _synchronize(device)
         result.epoch_seconds.append(time.perf_counter() - start)
-        bar.close()
         result.step_losses += losses
         result.epoch_losses.append(sum(losses) / len(losses))
         result.train_accuracy.append(accuracy(model, data.train_x, data.train_y))
         result.test_accuracy.append(accuracy(model, data.test_x, data.test_y))
+    bar.close()
     return result
 
 
@@ -252,28 +253,53 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=10)
     use_cuda = torch.cuda.is_available() and fusednorm.has_cuda_kernels()
     parser.add_argument("--device", default="cuda" if use_cuda else "cpu")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256, help="as in the chapter (default 256)")
     parser.add_argument("--lr", type=float, default=1.0, help="large, as in the chapter (default 1.0)")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="float64 keeps the two runs together for longer: at this learning rate training amplifies "
+        "float32 rounding until the runs drift apart",
+    )
     parser.add_argument("--bn-position", choices=("before", "after"), default="before")
     parser.add_argument("--out", default="demo_output", help="directory for the table, results and PNG")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--subset", type=int, default=None, help="train on the first N samples only (smoke runs)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="CPU threads (default 1: at LeNet's size, splitting an op across threads costs more than it gains, "
+        "and timings stay steady on a busy machine)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run(args, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args: argparse.Namespace, device: torch.device) -> dict:
     os.makedirs(args.out, exist_ok=True)
-    data = load_digits(device, args.subset, args.seed)
+    dtype = getattr(torch, args.dtype)
+    data = load_digits(device, args.subset, args.seed, dtype)
     torch.manual_seed(args.seed)
-    reference = build_lenet(args.bn_position).to(device)
+    reference = build_lenet(args.bn_position).to(device, dtype)
     converted, report = fusednorm.convert(copy.deepcopy(reference))  # the same initial weights
+    threads = f" ({args.threads} thread{'s' if args.threads > 1 else ''})" if device.type == "cpu" else ""
     print(
         f"LeNet + batch norm ({args.bn_position} the sigmoid) on sklearn digits: {len(data.train_y)} training, "
         f"{len(data.test_y)} test images; {args.epochs} epochs, batch {args.batch_size}, SGD lr {args.lr}, "
-        f"device {device}"
+        f"{args.dtype}, device {device}{threads}"
     )
     print(report)
     runs = []
@@ -284,7 +310,8 @@ def main(argv=None) -> dict:
     table = side_by_side_table(runs)
     print(table)
     png = os.path.join(args.out, "demo_curves.png")
-    plot(runs, png, f"LeNet + batch norm {args.bn_position} sigmoid, lr {args.lr}: torch.nn vs fusednorm.convert")
+    title = f"LeNet + batch norm {args.bn_position} sigmoid, lr {args.lr}, {args.dtype}: torch.nn vs fusednorm.convert"
+    plot(runs, png, title)
     with open(os.path.join(args.out, "demo_table.txt"), "w") as out:
         out.write(str(report) + "\n\n" + table + "\n")
     results = {

@@ -362,6 +362,14 @@ def test_sequential_fusion_keeps_indices_and_state_dict_keys(device):
     torch.testing.assert_close(model(x), original(x), rtol=1e-9, atol=1e-9)
 
 
+def test_sequential_subclass_with_sequentials_forward(device):
+    block = torchvision.ops.Conv2dNormActivation(3, 4, kernel_size=3).to(device, DTYPE)  # conv, bn, relu
+    original, converted, report = convert_copy(block)
+    assert report.fused_activations == {"relu": 1} and isinstance(block[2], nn.Identity)
+    assert type(block) is torchvision.ops.Conv2dNormActivation  # no traced forward needed
+    assert_same_computation(original, converted, inputs_of((2, 3, 6, 6), device))
+
+
 def test_fuse_false_only_swaps(device):
     model = torchvision.models.resnet18(weights=None, num_classes=10).to(device, DTYPE)
     original, converted, report = convert_copy(model, fuse=False)
