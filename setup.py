@@ -48,22 +48,31 @@ def _sources(with_cuda):
     return sorted(src for pattern in patterns for src in glob.glob(os.path.join(ROOT, pattern)))
 
 
+def _openmp_flags():
+    # at::parallel_for is a header template (ATen/ParallelOpenMP.h) that runs in
+    # parallel only where the including file is compiled with OpenMP, as torch
+    # itself is; without it every CPU kernel here runs on one thread. The
+    # library's libgomp is the one torch has already loaded (same soname).
+    return ["-fopenmp"] if sys.platform.startswith("linux") else []
+
+
 def _extension():
     with_cuda = _with_cuda()
     if with_cuda and not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         # No GPU to detect the architecture from (a build machine, CI): build for
         # Hopper, plus PTX that newer GPUs compile at load time.
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
-    cxx_flags = ["-O3", "-std=c++20", "-fvisibility-inlines-hidden"]
+    cxx_flags = ["-O3", "-std=c++20", "-fvisibility-inlines-hidden"] + _openmp_flags()
     nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
-    macros = [("Py_LIMITED_API", "0x03090000")]
+    # BuildExtension defines Py_LIMITED_API itself for py_limited_api extensions.
+    macros = []
     if with_cuda:
         macros.append(("WITH_CUDA", None))
     # C++ programs load this library without Python having loaded torch first:
     # let it find torch's libraries itself (installed side by side, or where this
     # build's torch lives).
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    link_args = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"]
+    link_args = [f"-Wl,-rpath,$ORIGIN/../torch/lib:{torch_lib}"] + _openmp_flags()
     kwargs = dict(
         name="fusednorm._C",
         extra_link_args=link_args,
