@@ -1,9 +1,10 @@
 // fusednorm::BatchNorm1d/2d/3d: torch::nn::BatchNorm's bookkeeping around fusednorm::batch_norm_act.
 #include <fusednorm/modules.h>
 #include <fusednorm/ops.h>
-#include <torch/nn/init.h>
 
 #include <string>
+
+#include "module_state.h"
 
 namespace fusednorm {
 namespace {
@@ -19,52 +20,29 @@ void check_input_dim(const at::Tensor& input) {
   }
 }
 
-std::optional<at::Tensor> if_defined(const at::Tensor& tensor) {
-  return tensor.defined() ? std::optional<at::Tensor>(tensor) : std::nullopt;
-}
+using detail::if_defined;
 
 }  // namespace
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset() {
   const int64_t channels = options.num_features();
-  // Undefined tensors where torch::nn registers them too, so the names line up.
-  if (options.affine()) {
-    weight = this->register_parameter("weight", torch::empty({channels}));
-    bias = this->register_parameter("bias", torch::empty({channels}));
-  } else {
-    weight = this->register_parameter("weight", at::Tensor(), /*requires_grad=*/false);
-    bias = this->register_parameter("bias", at::Tensor(), /*requires_grad=*/false);
-  }
-  if (options.track_running_stats()) {
-    running_mean = this->register_buffer("running_mean", torch::zeros({channels}));
-    running_var = this->register_buffer("running_var", torch::ones({channels}));
-    num_batches_tracked = this->register_buffer("num_batches_tracked", torch::tensor(0, torch::dtype(torch::kLong)));
-  } else {
-    running_mean = this->register_buffer("running_mean", at::Tensor());
-    running_var = this->register_buffer("running_var", at::Tensor());
-    num_batches_tracked = this->register_buffer("num_batches_tracked", at::Tensor());
-  }
+  detail::register_affine(*this, {channels}, options.affine(), options.affine(), weight, bias);
+  detail::register_running_stats(*this, channels, options.track_running_stats(), running_mean, running_var,
+                                 num_batches_tracked);
   activation_.reset(*this, options.activation(), channels, "fusednorm::BatchNorm" + std::to_string(D) + "d");
   reset_parameters();
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset_running_stats() {
-  if (options.track_running_stats()) {
-    running_mean.zero_();
-    running_var.fill_(1);
-    num_batches_tracked.zero_();
-  }
+  detail::reset_running_stats(running_mean, running_var, num_batches_tracked);
 }
 
 template <size_t D, typename Derived>
 void BatchNormImplBase<D, Derived>::reset_parameters() {
   reset_running_stats();
-  if (options.affine()) {
-    torch::nn::init::ones_(weight);
-    torch::nn::init::zeros_(bias);
-  }
+  detail::reset_affine(weight, bias);
 }
 
 template <size_t D, typename Derived>

@@ -39,6 +39,18 @@ class _FusedActivationMixin:
     def _activation_repr(self) -> str:
         return "" if isinstance(self.activation, nn.Identity) else f", activation={self.activation}"
 
+    def _fx_leaf_call(self, input: Tensor, residual: Optional[Tensor]) -> Optional[Tensor]:
+        """Under torch.fx symbolic tracing, records this module as one ``call_module``
+        node, as fx's default tracer does for torch.nn's norms, and returns its proxy;
+        None otherwise. Tracing through would trip over the Python-side checks on
+        symbolic sizes and lose the in-place running-statistics bookkeeping."""
+        proxy = next((t for t in (input, residual) if isinstance(t, torch.fx.Proxy)), None)
+        if proxy is None:
+            return None
+        tracer = proxy.tracer
+        args = (input,) if residual is None else (input, residual)
+        return tracer.create_proxy("call_module", tracer.path_of_module(self), args, {})
+
 
 def _count_step_and_momentum(norm: nn.modules.batchnorm._NormBase) -> float:
     """Counts a training step in num_batches_tracked and returns the momentum for
@@ -75,6 +87,9 @@ class _FusedBatchNorm(_FusedActivationMixin, nn.modules.batchnorm._BatchNorm):
         self._init_activation(activation, num_features)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         self._check_input_dim(input)
         exponential_average_factor = _count_step_and_momentum(self)
         bn_training = self.training or (self.running_mean is None and self.running_var is None)
@@ -128,6 +143,9 @@ class GroupNorm(_FusedActivationMixin, nn.GroupNorm):
         self._init_activation(activation, num_channels)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         return F.group_norm(
             input, self.num_groups, self.weight, self.bias, self.eps, activation=self.activation, residual=residual
         )
@@ -168,6 +186,9 @@ class _FusedInstanceNorm(_FusedActivationMixin, nn.modules.instancenorm._Instanc
         )
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         # torch.nn's _InstanceNorm.forward, with the residual carried along.
         self._check_input_dim(input)
         feature_dim = input.dim() - self._get_no_batch_dim()
@@ -259,6 +280,9 @@ class _FusedBatchLayerNorm(_FusedActivationMixin, nn.modules.batchnorm._NormBase
             self.running_feature_var.fill_(1)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         self._check_input_dim(input)
         momentum = _count_step_and_momentum(self)
         return F.batch_layer_norm(
@@ -324,6 +348,9 @@ class LayerNorm(_FusedActivationMixin, nn.LayerNorm):
         self._init_activation(activation, 1)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         return F.layer_norm(
             input,
             self.normalized_shape,
@@ -358,6 +385,9 @@ class RMSNorm(_FusedActivationMixin, nn.RMSNorm):
         self._init_activation(activation, 1)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
+        traced = self._fx_leaf_call(input, residual)
+        if traced is not None:
+            return traced
         return F.rms_norm(
             input, self.normalized_shape, self.weight, self.eps, activation=self.activation, residual=residual
         )

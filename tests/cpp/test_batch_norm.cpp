@@ -32,10 +32,9 @@ TEST_P(BatchNormAct, MatchesATenForwardAndBackward) {
   torch::Tensor running_mean = torch::zeros({5}, options), running_var = torch::ones({5}, options);
   torch::Tensor ref_mean = running_mean.clone(), ref_var = running_var.clone();
 
-  auto [out, save_mean, save_invstd] =
-      fusednorm::batch_norm_act(x, weight, bias, running_mean, running_var,
-                                with_residual ? std::optional<torch::Tensor>(residual) : std::nullopt,
-                                /*training=*/true, 0.1, 1e-5, act.name, act.params);
+  auto [out, save_mean, save_invstd] = fusednorm::batch_norm_act(
+      x, weight, bias, running_mean, running_var, with_residual ? std::optional<torch::Tensor>(residual) : std::nullopt,
+      /*training=*/true, 0.1, 1e-5, act.name, act.params);
   torch::Tensor z = torch::batch_norm(x, weight, bias, ref_mean, ref_var, /*training=*/true, 0.1, 1e-5,
                                       /*cudnn_enabled=*/false);
   if (with_residual) {
@@ -66,8 +65,8 @@ TEST(BatchNormActEval, UsesRunningStatistics) {
   const torch::Tensor running_mean = torch::randn({4}, options), running_var = torch::rand({4}, options) + 0.5;
   auto [out, mean, invstd] = fusednorm::batch_norm_act(x, std::nullopt, std::nullopt, running_mean, running_var,
                                                        std::nullopt, /*training=*/false, 0.1, 1e-5, "silu");
-  const torch::Tensor expected = torch::silu(
-      torch::batch_norm(x, {}, {}, running_mean, running_var, false, 0.1, 1e-5, /*cudnn_enabled=*/false));
+  const torch::Tensor expected =
+      torch::silu(torch::batch_norm(x, {}, {}, running_mean, running_var, false, 0.1, 1e-5, /*cudnn_enabled=*/false));
   EXPECT_TRUE(torch::allclose(out, expected, 1e-5, 1e-6));
 }
 
@@ -80,8 +79,8 @@ TEST(BatchNormActErrors, ClearMessages) {
   } catch (const c10::Error& e) {
     EXPECT_NE(std::string(e.what()).find("weight must be a 1-d tensor of 3 elements"), std::string::npos) << e.what();
   }
-  EXPECT_THROW(fusednorm::batch_norm_act(x, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt,
-                                         true, 0.1, 1e-5, "not_an_activation"),
+  EXPECT_THROW(fusednorm::batch_norm_act(x, std::nullopt, std::nullopt, std::nullopt, std::nullopt, std::nullopt, true,
+                                         0.1, 1e-5, "not_an_activation"),
                c10::Error);
 }
 

@@ -5,68 +5,15 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
-#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "module_test_utils.h"
+
 namespace {
 
-namespace nn = torch::nn;
-
-struct ActivationCase {
-  std::string label;
-  fusednorm::Activation activation;
-  std::function<nn::AnyModule()> reference;
-};
-
-std::vector<ActivationCase> activation_cases() {
-  using fusednorm::Activation;
-  return {
-      {"identity", Activation(), [] { return nn::AnyModule(nn::Identity()); }},
-      {"relu", Activation::relu(), [] { return nn::AnyModule(nn::ReLU()); }},
-      {"leaky_relu", Activation::leaky_relu(0.2),
-       [] { return nn::AnyModule(nn::LeakyReLU(nn::LeakyReLUOptions().negative_slope(0.2))); }},
-      {"prelu", Activation::prelu(), [] { return nn::AnyModule(nn::PReLU(nn::PReLUOptions().num_parameters(5))); }},
-      {"prelu_shared", Activation::prelu(1, 0.1), [] { return nn::AnyModule(nn::PReLU()); }},
-      {"rrelu_eval", Activation::rrelu(0.1, 0.3),
-       [] { return nn::AnyModule(nn::RReLU(nn::RReLUOptions().lower(0.1).upper(0.3))); }},
-      {"elu", Activation::elu(0.7), [] { return nn::AnyModule(nn::ELU(nn::ELUOptions().alpha(0.7))); }},
-      {"selu", Activation::selu(), [] { return nn::AnyModule(nn::SELU()); }},
-      // alpha 2: 1/alpha is exact in float32, which torch's CELU backward rounds it to.
-      {"celu", Activation::celu(2.0), [] { return nn::AnyModule(nn::CELU(nn::CELUOptions().alpha(2.0))); }},
-      {"gelu", Activation::gelu(), [] { return nn::AnyModule(nn::GELU()); }},
-      {"gelu_tanh", Activation::gelu("tanh"),
-       [] { return nn::AnyModule(nn::GELU(nn::GELUOptions().approximate("tanh"))); }},
-      {"silu", "silu", [] { return nn::AnyModule(nn::SiLU()); }},
-      {"sigmoid", Activation::sigmoid(), [] { return nn::AnyModule(nn::Sigmoid()); }},
-      {"tanh", Activation::tanh(), [] { return nn::AnyModule(nn::Tanh()); }},
-  };
-}
-
-void expect_close(const torch::Tensor& actual, const torch::Tensor& expected, const std::string& what) {
-  ASSERT_EQ(actual.defined(), expected.defined()) << what;
-  if (!expected.defined()) {
-    return;
-  }
-  EXPECT_TRUE(torch::allclose(actual, expected, 1e-10, 1e-10))
-      << what << ": max difference " << (actual - expected).abs().max().item<double>();
-}
-
-// Copies every parameter and buffer of `from` into the same-named one of `to`.
-void copy_state(nn::Module& from, nn::Module& to) {
-  torch::NoGradGuard no_grad;
-  auto params = to.named_parameters();
-  for (const auto& item : from.named_parameters()) {
-    ASSERT_TRUE(params.contains(item.key())) << item.key();
-    params[item.key()].copy_(item.value());
-  }
-  auto buffers = to.named_buffers();
-  for (const auto& item : from.named_buffers()) {
-    ASSERT_TRUE(buffers.contains(item.key())) << item.key();
-    buffers[item.key()].copy_(item.value());
-  }
-}
+using namespace fusednorm_test;
 
 struct Setup {
   std::vector<int64_t> shape;  // channels (shape[1]) must be 5: the per-channel PReLU case has 5 weights
@@ -79,7 +26,7 @@ struct Setup {
 };
 
 template <typename Fused, typename Torch>
-void compare_with_torch(const ActivationCase& act, const Setup& setup) {
+void compare_with_torch(const ModuleActivationCase& act, const Setup& setup) {
   torch::manual_seed(0);
   const int64_t channels = setup.shape[1];
   Torch reference(nn::BatchNormOptions(channels)
@@ -91,82 +38,15 @@ void compare_with_torch(const ActivationCase& act, const Setup& setup) {
                   .affine(setup.affine)
                   .track_running_stats(setup.track_running_stats)
                   .activation(act.activation));
-  nn::AnyModule activation = act.reference();
-  if (auto prelu = activation.ptr()->as<nn::PReLUImpl>()) {
-    torch::NoGradGuard no_grad;
-    prelu->weight.uniform_(0.05, 0.5);
-  }
-  {
-    torch::NoGradGuard no_grad;
-    for (auto& p : reference->parameters()) {
-      p.uniform_(0.5, 1.5);
-    }
-    if (setup.track_running_stats) {
-      reference->running_mean.normal_(0, 0.3);
-      reference->running_var.uniform_(0.5, 2.0);
-    }
-  }
-  reference->to(torch::kFloat64);
-  activation.ptr()->to(torch::kFloat64);
-  fused->to(torch::kFloat64);
-  copy_state(*reference, *fused);
-  if (auto prelu = activation.ptr()->as<nn::PReLUImpl>()) {
-    torch::NoGradGuard no_grad;
-    fused->named_parameters()["activation.weight"].copy_(prelu->weight);
-  }
-  reference->train(setup.training);
-  fused->train(setup.training);
-  activation.ptr()->eval();  // RReLU: its mean slope (training mode is random, tested below)
-
-  for (int step = 0; step < 2; ++step) {
-    const auto options = torch::TensorOptions().dtype(torch::kFloat64);
-    torch::Tensor x = torch::randn(setup.shape, options) * 2 + 0.5;
-    if (setup.channels_last) {
-      x = x.contiguous(setup.shape.size() == 4 ? torch::MemoryFormat::ChannelsLast
-                                               : torch::MemoryFormat::ChannelsLast3d);
-    }
-    x.requires_grad_();
-    torch::Tensor residual = torch::randn(setup.shape, options).requires_grad_();
-    const torch::Tensor out = setup.with_residual ? fused(x, residual) : fused(x);
-    torch::Tensor z = reference(x);
-    if (setup.with_residual) {
-      z = z + residual;
-    }
-    const torch::Tensor expected = activation.forward(z);
-    expect_close(out, expected, act.label + " output");
-    expect_close(fused->running_mean, reference->running_mean, "running_mean");
-    expect_close(fused->running_var, reference->running_var, "running_var");
-    if (setup.track_running_stats) {
-      EXPECT_TRUE(torch::equal(fused->num_batches_tracked, reference->num_batches_tracked));
-    }
-    if (setup.channels_last) {
-      EXPECT_TRUE(out.is_contiguous(x.suggest_memory_format()));
-    }
-
-    std::vector<torch::Tensor> inputs{x}, ref_inputs{x};
-    if (setup.with_residual) {
-      inputs.push_back(residual);
-      ref_inputs.push_back(residual);
-    }
-    for (const auto& item : fused->named_parameters()) {
-      inputs.push_back(item.value());
-      ref_inputs.push_back(item.key() == "activation.weight" ? activation.ptr()->named_parameters()["weight"]
-                                                             : reference->named_parameters()[item.key()]);
-    }
-    const torch::Tensor grad = torch::randn_like(out);
-    const auto grads = torch::autograd::grad({out}, inputs, {grad});
-    const auto ref_grads = torch::autograd::grad({expected}, ref_inputs, {grad}, /*retain_graph=*/std::nullopt,
-                                                 /*create_graph=*/false, /*allow_unused=*/true);
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      expect_close(grads[i], ref_grads[i], act.label + " gradient " + std::to_string(i));
-    }
-  }
+  compare_with_reference(fused, reference, act,
+                         {setup.shape, setup.training, setup.with_residual, setup.channels_last,
+                          /*keeps_memory_format=*/true});
 }
 
 class BatchNormModule : public ::testing::TestWithParam<int> {};
 
 TEST_P(BatchNormModule, MatchesTorchNnPlusActivation) {
-  const ActivationCase act = activation_cases().at(GetParam());
+  const ModuleActivationCase act = module_activation_cases(5, /*prelu_per_channel=*/true).at(GetParam());
   for (const bool training : {true, false}) {
     if (training && act.activation.name == "rrelu") {
       continue;  // random slopes in training mode: RReLUDrawsRandomSlopesInTraining
@@ -190,10 +70,7 @@ TEST_P(BatchNormModule, MatchesTorchNnPlusActivation) {
 }
 
 INSTANTIATE_TEST_SUITE_P(EveryActivation, BatchNormModule,
-                         ::testing::Range(0, static_cast<int>(activation_cases().size())),
-                         [](const ::testing::TestParamInfo<int>& info) {
-                           return activation_cases()[info.param].label;
-                         });
+                         ::testing::Range(0, static_cast<int>(num_module_activation_cases())), module_activation_label);
 
 TEST(BatchNormModule, StateMovesToAndFromTorchNnByName) {
   torch::manual_seed(0);
@@ -222,12 +99,7 @@ TEST(BatchNormModule, StateMovesToAndFromTorchNnByName) {
   torch::load(restored, back);
   EXPECT_TRUE(torch::equal(restored->bias, fused->bias));
 
-  std::vector<std::string> fused_names, torch_names;
-  for (const auto& item : fused->named_parameters()) fused_names.push_back(item.key());
-  for (const auto& item : fused->named_buffers()) fused_names.push_back(item.key());
-  for (const auto& item : reference->named_parameters()) torch_names.push_back(item.key());
-  for (const auto& item : reference->named_buffers()) torch_names.push_back(item.key());
-  EXPECT_EQ(fused_names, torch_names);
+  EXPECT_EQ(state_names(*fused), state_names(*reference));
 }
 
 TEST(BatchNormModule, PReLUWeightIsTheChildActivation) {
@@ -293,15 +165,6 @@ TEST(BatchNormModule, PrettyPrint) {
   std::ostringstream plain;
   plain << *fusednorm::BatchNorm1d(4);
   EXPECT_EQ(plain.str(), "fusednorm::BatchNorm1d(4, eps=1e-05, momentum=0.1, affine=true, track_running_stats=true)");
-}
-
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const c10::Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 TEST(BatchNormModule, ClearErrors) {

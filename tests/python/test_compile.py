@@ -164,3 +164,60 @@ class InstanceAndBatchLayerNormNet(nn.Module):
 
 def test_compile_fullgraph_instance_and_batch_layer_norm(device):
     _compare_compiled(InstanceAndBatchLayerNormNet().to(device), torch.randn(4, 3, 6, 6, device=device))
+
+
+class _EveryFusedNorm(nn.Module):
+    """Each fused module once, some with a residual, as a model torch.fx traces."""
+
+    def __init__(self):
+        super().__init__()
+        self.bn = fusednorm.nn.BatchNorm2d(4, activation="relu")
+        self.gn = fusednorm.nn.GroupNorm(2, 4, activation=nn.PReLU(4))
+        self.inorm = fusednorm.nn.InstanceNorm2d(4, affine=True, track_running_stats=True, activation="silu")
+        self.bln = fusednorm.nn.BatchLayerNorm2d(4, batch_size=3, activation="tanh")
+        self.ln = fusednorm.nn.LayerNorm(5, activation="gelu")
+        self.rms = fusednorm.nn.RMSNorm(5, activation="sigmoid")
+        self.bn1 = fusednorm.nn.BatchNorm1d(4, momentum=None)
+
+    def forward(self, x):
+        y = self.bn(x)
+        y = self.gn(y, x)
+        y = self.inorm(y)
+        y = self.bln(y, residual=x)
+        y = self.rms(self.ln(y), y)
+        return self.bn1(y.mean(-1))
+
+
+def test_fx_symbolic_trace_keeps_fused_modules_as_leaves(device):
+    # fx's default tracer treats torch.nn's norms as leaves but not ours (their module is
+    # fusednorm.nn); the modules record themselves as call_module nodes instead, so tools
+    # built on fx (torchvision's feature extraction, quantization, graph rewrites) work.
+    torch.manual_seed(0)
+    model = _EveryFusedNorm().to(device)
+    traced = torch.fx.symbolic_trace(model)
+    called = [node.target for node in traced.graph.nodes if node.op == "call_module"]
+    assert called == ["bn", "gn", "inorm", "bln", "ln", "rms", "bn1"]
+    reference = copy.deepcopy(model)
+    x = torch.randn(3, 4, 6, 5, device=device)
+    for _ in range(2):  # training: the running statistics move the same way in both
+        torch.testing.assert_close(traced(x), reference(x))
+    for name, buffer in reference.named_buffers():
+        torch.testing.assert_close(traced.get_buffer(name), buffer, msg=name)
+    traced.eval()
+    reference.eval()
+    torch.testing.assert_close(traced(x), reference(x))
+
+
+def test_torchvision_feature_extractor_on_converted_resnet(device):
+    import torchvision  # a test dependency (requirements-dev.txt), as in test_convert.py
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10).to(device).eval()
+    fusednorm.convert(model)
+    extractor = create_feature_extractor(model, return_nodes={"layer2": "mid", "fc": "logits"})
+    x = torch.randn(2, 3, 64, 64, device=device)
+    with torch.no_grad():
+        features = extractor(x)
+        torch.testing.assert_close(features["logits"], model(x))
+    assert features["mid"].shape == (2, 128, 8, 8)
