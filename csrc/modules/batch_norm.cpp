@@ -49,14 +49,9 @@ template <size_t D, typename Derived>
 at::Tensor BatchNormImplBase<D, Derived>::forward(const at::Tensor& input, const at::Tensor& residual) {
   check_input_dim<D>(input);
   // The same bookkeeping as torch::nn::BatchNorm (and Python's fused modules).
-  double momentum = options.momentum().value_or(0.0);
   const bool training = this->is_training();
-  if (training && options.track_running_stats() && num_batches_tracked.defined()) {
-    num_batches_tracked.add_(1);
-    if (!options.momentum().has_value()) {
-      momentum = 1.0 / num_batches_tracked.template item<double>();
-    }
-  }
+  const double momentum = detail::count_step_and_momentum(training && options.track_running_stats(), options.momentum(),
+                                                          num_batches_tracked);
   const bool use_batch_stats = training || !options.track_running_stats();
   const bool use_running = !training || options.track_running_stats();
   const auto activation = activation_.call(options.activation(), training);

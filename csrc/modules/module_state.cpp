@@ -45,4 +45,13 @@ void reset_running_stats(const at::Tensor& running_mean, const at::Tensor& runni
   }
 }
 
+double count_step_and_momentum(bool training, std::optional<double> momentum, const at::Tensor& num_batches_tracked) {
+  if (!training || !num_batches_tracked.defined()) {
+    return momentum.value_or(0.0);
+  }
+  torch::NoGradGuard no_grad;
+  num_batches_tracked.add_(1);
+  return momentum.has_value() ? *momentum : 1.0 / num_batches_tracked.item<double>();
+}
+
 }  // namespace fusednorm::detail

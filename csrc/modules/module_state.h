@@ -27,6 +27,11 @@ void register_running_stats(torch::nn::Module& owner, int64_t channels, bool tra
 void reset_running_stats(const at::Tensor& running_mean, const at::Tensor& running_var,
                          const at::Tensor& num_batches_tracked);
 
+// torch::nn's batch-norm bookkeeping for one forward: counts a training step in
+// num_batches_tracked (when defined) and returns the momentum to use, 1 / steps
+// when `momentum` is none (a cumulative average).
+double count_step_and_momentum(bool training, std::optional<double> momentum, const at::Tensor& num_batches_tracked);
+
 // What the modules pass for an optional tensor argument that may be undefined.
 inline std::optional<at::Tensor> if_defined(const at::Tensor& tensor) {
   return tensor.defined() ? std::optional<at::Tensor>(tensor) : std::nullopt;

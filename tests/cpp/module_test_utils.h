@@ -115,8 +115,8 @@ void compare_with_reference(Fused& fused, Reference& reference, const ModuleActi
       p.uniform_(0.5, 1.5);
     }
     for (auto& item : reference->named_buffers()) {
-      if (item.key() == "running_mean") item.value().normal_(0, 0.3);
-      if (item.key() == "running_var") item.value().uniform_(0.5, 2.0);
+      if (item.key() == "running_mean" || item.key() == "running_feature_mean") item.value().normal_(0, 0.3);
+      if (item.key() == "running_var" || item.key() == "running_feature_var") item.value().uniform_(0.5, 2.0);
     }
     if (auto prelu = activation.ptr()->as<nn::PReLUImpl>()) {
       prelu->weight.uniform_(0.05, 0.5);

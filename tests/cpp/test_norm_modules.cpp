@@ -1,5 +1,6 @@
-// fusednorm's LibTorch LayerNorm, RMSNorm, GroupNorm and InstanceNorm1d/2d/3d against
-// torch::nn's modules (RMSNorm: torch::rms_norm, as LibTorch has no module for it)
+// fusednorm's LibTorch LayerNorm, RMSNorm, GroupNorm, InstanceNorm1d/2d/3d and
+// BatchLayerNorm1d/2d against torch::nn's modules (RMSNorm: torch::rms_norm, as LibTorch
+// has no module for it; BatchLayerNorm: the paper's formula in ATen ops)
 // followed by the torch::nn activation: forward, running statistics, every gradient,
 // state moving between the two by name, printing and errors.
 #include <fusednorm/fusednorm.h>
@@ -39,6 +40,70 @@ class RMSNormReferenceImpl : public nn::Cloneable<RMSNormReferenceImpl> {
   bool affine_;
 };
 TORCH_MODULE(RMSNormReference);
+
+// Batch-Layer Normalization written with ATen ops (the paper's formula, as the Python
+// tests' oracle), with fusednorm::BatchLayerNorm's state and bookkeeping.
+class BatchLayerNormReferenceImpl : public nn::Cloneable<BatchLayerNormReferenceImpl> {
+ public:
+  explicit BatchLayerNormReferenceImpl(fusednorm::BatchLayerNormOptions options) : options_(std::move(options)) {
+    reset();
+  }
+  void reset() override {
+    const int64_t C = options_.num_features();
+    weight = options_.affine() ? register_parameter("weight", torch::ones({C}))
+                               : register_parameter("weight", torch::Tensor(), false);
+    bias = options_.affine() ? register_parameter("bias", torch::zeros({C}))
+                             : register_parameter("bias", torch::Tensor(), false);
+    const bool track = options_.track_running_stats();
+    running_mean = register_buffer("running_mean", track ? torch::zeros({C}) : torch::Tensor());
+    running_var = register_buffer("running_var", track ? torch::ones({C}) : torch::Tensor());
+    num_batches_tracked =
+        register_buffer("num_batches_tracked", track ? torch::zeros({}, torch::kLong) : torch::Tensor());
+    running_feature_mean = register_buffer("running_feature_mean", track ? torch::zeros({1}) : torch::Tensor());
+    running_feature_var = register_buffer("running_feature_var", track ? torch::ones({1}) : torch::Tensor());
+  }
+  torch::Tensor forward(const torch::Tensor& x) {
+    const int64_t N = x.size(0), C = x.size(1);
+    std::vector<int64_t> per_channel{0}, per_sample, channel_shape{1, C};
+    for (int64_t d = 2; d < x.dim(); ++d) {
+      per_channel.push_back(d);
+      channel_shape.push_back(1);
+    }
+    for (int64_t d = 1; d < x.dim(); ++d) per_sample.push_back(d);
+    torch::Tensor mean_b = x.mean(per_channel, true), var_b = x.var(per_channel, false, true);
+    torch::Tensor mean_l = x.mean(per_sample, true), var_l = x.var(per_sample, false, true);
+    const bool track = options_.track_running_stats();
+    if (is_training()) {
+      if (track) {
+        torch::NoGradGuard no_grad;
+        num_batches_tracked.add_(1);
+        const double momentum = options_.momentum().value_or(1.0 / num_batches_tracked.item<double>());
+        const auto bessel = [](int64_t n) { return n > 1 ? double(n) / double(n - 1) : 1.0; };
+        running_mean.mul_(1 - momentum).add_(momentum * mean_b.flatten());
+        running_var.mul_(1 - momentum).add_(momentum * var_b.flatten() * bessel(x.numel() / C));
+        running_feature_mean.mul_(1 - momentum).add_(momentum * mean_l.mean());
+        running_feature_var.mul_(1 - momentum).add_(momentum * var_l.mean() * bessel(x.numel() / N));
+      }
+    } else if (track) {
+      const auto use = options_.use_running_stats();
+      if (use[0]) mean_b = running_mean.view(channel_shape);
+      if (use[1]) var_b = running_var.view(channel_shape);
+      if (use[2]) mean_l = running_feature_mean;
+      if (use[3]) var_l = running_feature_var;
+    }
+    const double eps = options_.eps(), zeta = 1e-4, inv_m = 1.0 / double(options_.batch_size());
+    const torch::Tensor x_batch = (x - mean_b) / torch::sqrt(var_b + eps);
+    const torch::Tensor x_layer = (x - mean_l) / torch::sqrt(var_l + eps);
+    torch::Tensor y = ((inv_m - zeta) * x_layer + (1 - (inv_m + zeta)) * x_batch) / std::sqrt(double(C));
+    if (weight.defined()) y = y * weight.view(channel_shape) + bias.view(channel_shape);
+    return y;
+  }
+  torch::Tensor weight, bias, running_mean, running_var, num_batches_tracked, running_feature_mean, running_feature_var;
+
+ private:
+  fusednorm::BatchLayerNormOptions options_;
+};
+TORCH_MODULE(BatchLayerNormReference);
 
 // Channels of every test input (dim 1): the per-channel PReLU cases have this many slopes.
 constexpr int64_t kChannels = 6;
@@ -195,6 +260,42 @@ TEST_P(InstanceNormModule, MatchesTorchNnPlusActivation) {
 INSTANTIATE_TEST_SUITE_P(EveryActivation, InstanceNormModule,
                          ::testing::Range(0, static_cast<int>(num_module_activation_cases())), module_activation_label);
 
+class BatchLayerNormModule : public ::testing::TestWithParam<int> {};
+
+TEST_P(BatchLayerNormModule, MatchesTheFormulaPlusActivation) {
+  const ModuleActivationCase act = channel_norm_case(GetParam());
+  for_each_mode(act, [&](bool training, bool with_residual) {
+    torch::manual_seed(0);
+    struct Setup {
+      std::vector<int64_t> shape;
+      bool channels_last;
+      fusednorm::BatchLayerNormOptions options;
+    };
+    const fusednorm::BatchLayerNormOptions base(kChannels, 8);
+    for (const Setup& s : std::vector<Setup>{
+             {{4, kChannels, 5, 3}, false, base},
+             {{4, kChannels, 5, 3},
+              true,
+              fusednorm::BatchLayerNormOptions(base).momentum(0.2).use_running_stats({false, true, true, false})},
+             {{5, kChannels}, false, fusednorm::BatchLayerNormOptions(base).affine(false)},
+             {{3, kChannels, 7}, false, fusednorm::BatchLayerNormOptions(base).track_running_stats(false)}}) {
+      BatchLayerNormReference reference(s.options);
+      const auto options = fusednorm::BatchLayerNormOptions(s.options).activation(act.activation);
+      const fusednorm_test::Run run{s.shape, training, with_residual, s.channels_last, /*keeps_memory_format=*/true};
+      if (s.shape.size() == 4) {
+        fusednorm::BatchLayerNorm2d fused(options);
+        compare_with_reference(fused, reference, act, run);
+      } else {
+        fusednorm::BatchLayerNorm1d fused(options);
+        compare_with_reference(fused, reference, act, run);
+      }
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryActivation, BatchLayerNormModule,
+                         ::testing::Range(0, static_cast<int>(num_module_activation_cases())), module_activation_label);
+
 // torch::save of a torch::nn module loads into the fused one and back; the names match.
 template <typename Fused, typename Torch>
 void expect_state_moves(Fused fused, Torch reference) {
@@ -237,6 +338,9 @@ TEST(NormModules, StateMovesToAndFromTorchNnByName) {
       fusednorm::InstanceNorm2d(fusednorm::InstanceNormOptions(4).affine(true).track_running_stats(true)),
       nn::InstanceNorm2d(nn::InstanceNormOptions(4).affine(true).track_running_stats(true)));
   expect_state_moves(fusednorm::InstanceNorm1d(4), nn::InstanceNorm1d(4));
+  EXPECT_EQ(state_names(*fusednorm::BatchLayerNorm2d(fusednorm::BatchLayerNormOptions(4, 16))),
+            (std::vector<std::string>{"weight", "bias", "running_mean", "running_var", "num_batches_tracked",
+                                      "running_feature_mean", "running_feature_var"}));  // as Python's
   // As Python's torch.nn.RMSNorm: just "weight".
   EXPECT_EQ(state_names(*fusednorm::RMSNorm(fusednorm::RMSNormOptions({8}))), std::vector<std::string>{"weight"});
 }
@@ -300,6 +404,9 @@ TEST(NormModules, PrettyPrint) {
             "fusednorm::RMSNorm([8], eps=None, elementwise_affine=true, activation=silu)");
   EXPECT_EQ(printed(*fusednorm::GroupNorm(fusednorm::GroupNormOptions(32, 64).activation(Activation::elu(0.5)))),
             "fusednorm::GroupNorm(32, 64, eps=1e-05, affine=true, activation=elu(0.5))");
+  EXPECT_EQ(printed(*fusednorm::BatchLayerNorm1d(fusednorm::BatchLayerNormOptions(8, 32).activation("relu"))),
+            "fusednorm::BatchLayerNorm1d(8, batch_size=32, eps=0.001, momentum=None, affine=true, "
+            "track_running_stats=true, use_running_stats=(true, true, false, false), activation=relu)");
   EXPECT_EQ(printed(*fusednorm::InstanceNorm3d(8)),
             "fusednorm::InstanceNorm3d(8, eps=1e-05, momentum=0.1, affine=false, track_running_stats=false)");
 }
@@ -320,6 +427,15 @@ TEST(NormModules, ClearErrors) {
   EXPECT_NE(error_of([&] { layer(torch::randn({2, 4})); }).find("normalized_shape"), std::string::npos);
   fusednorm::RMSNorm rms(fusednorm::RMSNormOptions({4}));
   EXPECT_NE(error_of([&] { rms(torch::randn({2, 4}), torch::randn({2, 3})); }).find("residual"), std::string::npos);
+  EXPECT_NE(error_of([] {
+              fusednorm::BatchLayerNorm2d(fusednorm::BatchLayerNormOptions(4, 0));
+            }).find("fusednorm::BatchLayerNorm2d: batch_size must be positive, got 0"),
+            std::string::npos);
+  fusednorm::BatchLayerNorm1d bln(fusednorm::BatchLayerNormOptions(4, 8));
+  EXPECT_NE(error_of([&] {
+              bln(torch::randn({2, 4, 3, 3}));
+            }).find("fusednorm::BatchLayerNorm1d: expected 2D or 3D input (got 4D input)"),
+            std::string::npos);
   fusednorm::GroupNorm group(2, 4);
   EXPECT_NE(error_of([&] { group(torch::randn({2, 6, 3})); }).find("weight"), std::string::npos);
 }

@@ -21,6 +21,7 @@
 #include <torch/nn/pimpl.h>
 #include <torch/types.h>
 
+#include <array>
 #include <cstdint>
 #include <optional>
 #include <ostream>
@@ -119,6 +120,75 @@ TORCH_MODULE(BatchNorm3d);
 extern template class BatchNormImplBase<1, BatchNorm1dImpl>;
 extern template class BatchNormImplBase<2, BatchNorm2dImpl>;
 extern template class BatchNormImplBase<3, BatchNorm3dImpl>;
+
+// ----------------------------------------------------------------------------- batch-layer norm
+
+// Python's fusednorm.nn.BatchLayerNorm1d/2d options (torch has no such layer).
+struct BatchLayerNormOptions {
+  BatchLayerNormOptions(int64_t num_features, int64_t batch_size)
+      : num_features_(num_features), batch_size_(batch_size) {}
+
+  TORCH_ARG(int64_t, num_features);
+  // The m of the mixing weights 1/m: the training batch size, kept at inference.
+  TORCH_ARG(int64_t, batch_size);
+  TORCH_ARG(double, eps) = 1e-3;
+  // None (the default, the authors' estimate): the average over every training batch
+  // since reset_running_stats().
+  TORCH_ARG(std::optional<double>, momentum) = std::nullopt;
+  TORCH_ARG(bool, affine) = true;
+  TORCH_ARG(bool, track_running_stats) = true;
+  // At inference, running (true) or mini-batch (false) statistics for the batch mean,
+  // batch variance, feature mean and feature variance.
+  using RunningStatsChoice = std::array<bool, 4>;
+  TORCH_ARG(RunningStatsChoice, use_running_stats) = {true, true, false, false};
+  TORCH_ARG(Activation, activation);
+};
+
+// fusednorm::BatchLayerNorm1d/2d: Batch-Layer Normalization (Ziaee & Cano 2022) +
+// activation (+ residual), fused, with Python's module's state: weight, bias,
+// running_mean, running_var, num_batches_tracked, running_feature_mean,
+// running_feature_var (one element each).
+template <size_t D, typename Derived>
+class BatchLayerNormImplBase : public torch::nn::Cloneable<Derived> {
+ public:
+  explicit BatchLayerNormImplBase(const BatchLayerNormOptions& options_) : options(options_) {
+    BatchLayerNormImplBase::reset();
+  }
+
+  void reset() override;
+  void reset_running_stats();
+  void reset_parameters();
+
+  at::Tensor forward(const at::Tensor& input, const at::Tensor& residual = {});
+
+  void pretty_print(std::ostream& stream) const override;
+
+  BatchLayerNormOptions options;
+  at::Tensor weight, bias, running_mean, running_var, num_batches_tracked, running_feature_mean, running_feature_var;
+
+ protected:
+  FORWARD_HAS_DEFAULT_ARGS({1, torch::nn::AnyValue(at::Tensor())})
+
+ private:
+  detail::ActivationSlot activation_;
+};
+
+// (N, C) or (N, C, L) input.
+class BatchLayerNorm1dImpl : public BatchLayerNormImplBase<1, BatchLayerNorm1dImpl> {
+ public:
+  using BatchLayerNormImplBase::BatchLayerNormImplBase;
+};
+// (N, C, H, W) input.
+class BatchLayerNorm2dImpl : public BatchLayerNormImplBase<2, BatchLayerNorm2dImpl> {
+ public:
+  using BatchLayerNormImplBase::BatchLayerNormImplBase;
+};
+
+TORCH_MODULE(BatchLayerNorm1d);
+TORCH_MODULE(BatchLayerNorm2d);
+
+extern template class BatchLayerNormImplBase<1, BatchLayerNorm1dImpl>;
+extern template class BatchLayerNormImplBase<2, BatchLayerNorm2dImpl>;
 
 // ----------------------------------------------------------------------------- instance norm
 
