@@ -364,7 +364,9 @@ void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_strid
   if (v.layout == Layout::kChannelsFirst) {
     // Four independent accumulators, so that consecutive vector additions do
     // not wait on each other's latency.
-    at::parallel_for(0, N * C * K, 1, [&](int64_t begin, int64_t end) {
+    // A grain of about kGrainElements: small inputs run on the calling thread.
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, slice));
+    at::parallel_for(0, N * C * K, grain, [&](int64_t begin, int64_t end) {
       // Slice k of plane (n, c), stepped rather than divided out per unit.
       int64_t k = begin % K, plane = begin / K;
       int64_t n = plane / C, c = plane % C;
@@ -416,7 +418,8 @@ void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_strid
   // is summed down the chunk's rows in registers, two rows at a time.
   const int64_t row_bytes = std::max<int64_t>(1, C * v.data.element_size());
   const int64_t chunk_rows = std::clamp<int64_t>(kChunkBytes / row_bytes, 2, kChunkRows);
-  at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, slice * C));
+  at::parallel_for(0, N * K, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> totals(NS * C);
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t k = unit % K, n = unit / K, q_base = n * coef_n_stride;
@@ -456,9 +459,15 @@ void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_strid
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_partial_moments(const ChannelView& v) {
-  const int64_t K = slice_count(v);
   const auto acc_dtype = accumulation_dtype(v.data.scalar_type());
   const auto options = v.data.options().dtype(acc_dtype);
+  if (v.S == 1) {
+    // (N, C): the moments of one element are the element itself and zero; the
+    // combine reads them as they are, without a reduction pass (BatchNorm1d).
+    const at::Tensor mean = v.data.to(acc_dtype).reshape({v.N, v.C, 1});
+    return {mean, at::zeros({v.N, v.C, 1}, options), at::ones({1}, options)};
+  }
+  const int64_t K = slice_count(v);
   at::Tensor mean = at::empty({v.N, v.C, K}, options);
   at::Tensor m2 = at::empty({v.N, v.C, K}, options);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_partial_moments", [&] {
@@ -552,6 +561,34 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_backward_partial_sums(
       // (grad_out * z over z <= 0).
       constexpr int NS = kKind == ActivationKind::kPReLU ? 3 : 2;
       const VecActivation<acc_t, kKind> activation(act);
+      if (v.S == 1 && K == 1) {
+        // (N, C): each (n, c) sums a single element, so the sums are an
+        // elementwise pass, element i going to partial i.
+        parallel_elementwise(
+            v, indexing.coef_n_stride, [&](int64_t offset, int64_t length, int64_t c, int64_t q, auto vary) {
+              const auto scale_run = run_coefficient(scale_ptr, q, vary);
+              const auto shift_run = run_coefficient(shift_ptr, q, vary);
+              const auto mean_run = run_coefficient(mean_ptr, q, vary);
+              for_each_vector<L::kSize>(0, length, /*overlap_tail=*/false, [&](int64_t i, int64_t count, int64_t) {
+                const Vec xv = L::load(x + offset + i, count);
+                Vec z = at::vec::fmadd(xv, scale_run.at(i, count), shift_run.at(i, count));
+                if (res != nullptr) {
+                  z += L::load(res + offset + i, count);
+                }
+                const Vec dyv = L::load(dy + offset + i, count);
+                const Vec slope = activation.slope(channel_at(c, i, vary), offset + i, count, vary);
+                const Vec g = dyv * activation.derivative(z, slope);
+                g.store(sum_g_ptr + offset + i, count);
+                (g * (xv - mean_run.at(i, count))).store(sum_g_xmu_ptr + offset + i, count);
+                if constexpr (NS == 3) {
+                  if (sum_prelu_ptr != nullptr) {
+                    Vec::blendv(Vec(acc_t(0)), dyv * z, z <= Vec(acc_t(0))).store(sum_prelu_ptr + offset + i, count);
+                  }
+                }
+              });
+            });
+        return;
+      }
       parallel_slice_reduce<NS, acc_t>(
           v, K, indexing.coef_n_stride,
           [&](int64_t offset, int64_t count, int64_t skip, int64_t c, int64_t q, int64_t, auto vary,
