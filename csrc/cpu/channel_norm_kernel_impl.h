@@ -18,6 +18,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
@@ -25,6 +26,7 @@
 
 #include <algorithm>
 #include <array>
+#include <initializer_list>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -61,9 +63,11 @@ using math::ActivationKind;
 // Work items smaller than this are not worth a task of their own.
 constexpr int64_t kGrainElements = 32768;
 // Elements (channels-first) or rows (channels-last) summed in vector lanes before
-// the partial sums are added into doubles.
+// the partial sums are added into doubles; channels-last chunks are also kept
+// below kChunkBytes, so that each vector of channels re-reads them from cache.
 constexpr int64_t kChunkElements = 2048;
-constexpr int64_t kChunkRows = 64;
+constexpr int64_t kChunkRows = 256;
+constexpr int64_t kChunkBytes = 64 * 1024;
 
 // Moves up to Vec::size() elements of scalar_t to and from one vector of the
 // accumulation dtype. Lanes past `count` load as zero and are not stored.
@@ -72,24 +76,45 @@ struct Lanes {
   using acc_t = at::opmath_type<scalar_t>;
   using Vec = Vectorized<acc_t>;
   static constexpr int64_t kSize = Vec::size();
+  static constexpr bool kSameType = std::is_same_v<scalar_t, acc_t>;
 
-  static Vec load(const scalar_t* p, int64_t count) {
-    if constexpr (std::is_same_v<scalar_t, acc_t>) {
-      return count == kSize ? Vec::loadu(p) : Vec::loadu(p, count);
+  static C10_ALWAYS_INLINE Vec load(const scalar_t* p, int64_t count) {
+    if (count != kSize) {
+      return load_partial(p, count);
+    }
+    if constexpr (kSameType) {
+      return Vec::loadu(p);
     } else {
       Vec out;
-      if (count == kSize) {
-        at::vec::load_to_float<scalar_t>(p, out);
-      } else {
-        scalar_t padded[kSize] = {};
-        std::copy_n(p, count, padded);
-        at::vec::load_to_float<scalar_t>(padded, out);
-      }
+      at::vec::load_to_float<scalar_t>(p, out);
       return out;
     }
   }
-  static void store(scalar_t* p, const Vec& v, int64_t count) {
-    if constexpr (std::is_same_v<scalar_t, acc_t>) {
+  static C10_ALWAYS_INLINE void store(scalar_t* p, const Vec& v, int64_t count) {
+    if (count != kSize) {
+      store_partial(p, v, count);
+    } else if constexpr (kSameType) {
+      v.store(p);
+    } else {
+      at::vec::convert_from_float<scalar_t>(v, v).store(p, kSize);
+    }
+  }
+
+ private:
+  // Kept out of line: the loops run whole vectors, these only at the ends.
+  static C10_NOINLINE Vec load_partial(const scalar_t* p, int64_t count) {
+    if constexpr (kSameType) {
+      return Vec::loadu(p, count);
+    } else {
+      scalar_t padded[kSize] = {};
+      std::copy_n(p, count, padded);
+      Vec out;
+      at::vec::load_to_float<scalar_t>(padded, out);
+      return out;
+    }
+  }
+  static C10_NOINLINE void store_partial(scalar_t* p, const Vec& v, int64_t count) {
+    if constexpr (kSameType) {
       v.store(p, count);
     } else {
       at::vec::convert_from_float<scalar_t>(v, v).store(p, count);
@@ -97,28 +122,33 @@ struct Lanes {
   }
 };
 
-// Adds the lanes of a vector into a double.
+// The sum of a vector's lanes, as a double. The lanes are added in acc_t: they
+// hold partial sums of a few hundred terms at most, so that loses nothing.
 template <typename acc_t>
 double lane_sum(const Vectorized<acc_t>& v) {
-  acc_t lanes[Vectorized<acc_t>::size()];
-  v.store(lanes);
-  double total = 0;
-  for (int64_t i = 0; i < Vectorized<acc_t>::size(); ++i) {
-    total += static_cast<double>(lanes[i]);
-  }
-  return total;
+  const auto add = [](const Vectorized<acc_t>& a, const Vectorized<acc_t>& b) { return a + b; };
+  return static_cast<double>(at::vec::vec_reduce_all<acc_t>(add, v));
 }
 
-// Calls step(i, count) over [begin, end) in vector-sized steps: full steps with a
-// compile-time count, then one partial step.
+// Calls step(i, count, skip) over [begin, end) a vector of kSize elements at a
+// time: full vectors (count = kSize, skip = 0), then the rest. With
+// overlap_tail, and a range of at least one vector, the rest is the full vector
+// that ends at `end`, whose first `skip` lanes were visited already: whole-vector
+// loads and stores instead of partial ones (a copy through the stack for 16-bit
+// types), which matters for short runs such as 7x7 planes. Otherwise it is a
+// partial vector (count = end - i, skip = 0).
 template <int64_t kSize, typename F>
-void for_each_vector(int64_t begin, int64_t end, const F& step) {
+void for_each_vector(int64_t begin, int64_t end, bool overlap_tail, const F& step) {
   int64_t i = begin;
   for (; i + kSize <= end; i += kSize) {
-    step(i, kSize);
+    step(i, kSize, int64_t{0});
   }
   if (i < end) {
-    step(i, end - i);
+    if (overlap_tail && end - begin >= kSize) {
+      step(end - kSize, kSize, kSize - (end - i));
+    } else {
+      step(i, end - i, int64_t{0});
+    }
   }
 }
 
@@ -149,10 +179,27 @@ at::Tensor slice_counts(int64_t S, int64_t K, at::ScalarType acc_dtype) {
   return counts;
 }
 
-// `v` with the lanes past `count` zeroed, so a partial vector adds nothing there.
+// `v` with the lanes outside [skip, count) zeroed, so that they add nothing.
 template <typename acc_t>
-Vectorized<acc_t> keep_lanes(const Vectorized<acc_t>& v, int64_t count) {
-  return count == Vectorized<acc_t>::size() ? v : Vectorized<acc_t>::set(Vectorized<acc_t>(acc_t(0)), v, count);
+C10_ALWAYS_INLINE Vectorized<acc_t> keep_lanes(const Vectorized<acc_t>& v, int64_t count, int64_t skip) {
+  using Vec = Vectorized<acc_t>;
+  if (count == Vec::size() && skip == 0) {
+    return v;
+  }
+  const Vec zero(acc_t(0));
+  const Vec head = count == Vec::size() ? v : Vec::set(zero, v, count);
+  return skip == 0 ? head : Vec::set(head, zero, skip);
+}
+
+// Whether an output may be written while its input is still being read: the
+// overlapping tails of for_each_vector re-read inputs they have written past.
+bool shares_memory(const at::Tensor& out, std::initializer_list<const at::Tensor*> inputs) {
+  for (const at::Tensor* in : inputs) {
+    if (out.defined() && in->defined() && at::get_overlap_status(out, *in) != at::MemOverlapStatus::No) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // The layouts as types, so that the loops below are compiled once per layout:
@@ -263,116 +310,147 @@ void parallel_elementwise(const ChannelView& v, int64_t coef_n_stride, const F& 
   const int64_t C = v.C, S = v.S;
   if (v.layout == Layout::kChannelsFirst) {
     at::parallel_for(0, v.N * C, std::max<int64_t>(1, kGrainElements / S), [&](int64_t begin, int64_t end) {
+      // (n, c) of the plane, stepped rather than divided out per plane.
+      int64_t n = begin / C, c = begin % C;
       for (int64_t plane = begin; plane < end; ++plane) {
-        const int64_t c = plane % C;
-        f(plane * S, S, c, (plane / C) * coef_n_stride + c, ChannelsFirst{});
+        f(plane * S, S, c, n * coef_n_stride + c, ChannelsFirst{});
+        if (++c == C) {
+          c = 0;
+          ++n;
+        }
       }
     });
   } else {
     at::parallel_for(0, v.N * S, std::max<int64_t>(1, kGrainElements / C), [&](int64_t begin, int64_t end) {
+      int64_t n = begin / S, s = begin % S;
       for (int64_t row = begin; row < end; ++row) {
-        f(row * C, C, 0, (row / S) * coef_n_stride, ChannelsLast{});
+        f(row * C, C, 0, n * coef_n_stride, ChannelsLast{});
+        if (++s == S) {
+          s = 0;
+          ++n;
+        }
       }
     });
   }
 }
 
-// The NS vectors at p, p + stride, ... (zeros for a null p), built in place: a
-// default-constructed std::array of vectors costs a call per element.
+// Zero vectors, built in place: a default-constructed std::array of vectors
+// costs a call per element.
 template <typename Vec, size_t... I>
-std::array<Vec, sizeof...(I)> load_strided(const typename Vec::value_type* p, int64_t stride,
-                                           std::index_sequence<I...>) {
-  if (p == nullptr) {
-    return {((void)I, Vec(typename Vec::value_type(0)))...};
-  }
-  return {Vec::loadu(p + static_cast<int64_t>(I) * stride)...};
+std::array<Vec, sizeof...(I)> zero_vectors(std::index_sequence<I...>) {
+  return {((void)I, Vec(typename Vec::value_type(0)))...};
 }
 
 // NS running sums per channel over slice k of each (n, c)'s spatial extent (K
 // slices), in parallel: the reduction half of the kernels below. For each vector
-// of `count` elements it calls
-//   accumulate(offset, count, c, q, first, vary, sums)
-// with offset the vector's first element, c and q the channel and coefficient
-// index of that element (as in parallel_elementwise), `first` the offset of the
-// slice's first element of channel c, and `sums` the NS vectors to add into
-// (lanes past `count` must be left unchanged). Sums stay in vector lanes for a
-// chunk and are then added into doubles; finish(n, c, k, first, totals, count)
-// gets the NS doubles of (n, c, k) and the slice's element count.
+// of elements it calls
+//   accumulate(offset, count, skip, c, q, first, vary, sums)
+// with offset the vector's first element, its lanes [skip, count) the ones to
+// add (the others must leave `sums` unchanged), c and q the channel and
+// coefficient index of lane 0 (as in parallel_elementwise), `first` the offset
+// of the slice's first element of channel c, and `sums` the NS vectors to add
+// into. Sums stay in vector lanes for a chunk and are then added into doubles;
+// finish(n, c, k, first, totals, count) gets the NS doubles of (n, c, k) and the
+// slice's element count.
 template <int NS, typename acc_t, typename Accumulate, typename Finish>
 void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_stride, const Accumulate& accumulate,
                            const Finish& finish) {
   using Vec = Vectorized<acc_t>;
   using Sums = std::array<Vec, NS>;
   constexpr int64_t kSize = Vec::size();
-  // Independent accumulators per channels-first slice, so that consecutive vector
-  // additions do not wait on each other's latency.
-  constexpr int64_t kUnroll = 4;  // the initialisation and the combine below spell out four
+  const Sums zeros = zero_vectors<Vec>(std::make_index_sequence<NS>());
   const int64_t N = v.N, C = v.C, S = v.S;
   const int64_t slice = (S + K - 1) / K;
   if (v.layout == Layout::kChannelsFirst) {
-    at::parallel_for(0, N * C * K, 1, [&](int64_t begin, int64_t end) {
+    // Four independent accumulators, so that consecutive vector additions do
+    // not wait on each other's latency.
+    // A grain of about kGrainElements: small inputs run on the calling thread.
+    const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, slice));
+    at::parallel_for(0, N * C * K, grain, [&](int64_t begin, int64_t end) {
+      // Slice k of plane (n, c), stepped rather than divided out per unit.
+      int64_t k = begin % K, plane = begin / K;
+      int64_t n = plane / C, c = plane % C;
       for (int64_t unit = begin; unit < end; ++unit) {
-        const int64_t k = unit % K, plane = unit / K;
-        const int64_t n = plane / C, c = plane % C, q = n * coef_n_stride + c;
+        const int64_t q = n * coef_n_stride + c;
         const int64_t first = plane * S + k * slice, last = plane * S + std::min(S, (k + 1) * slice);
         std::array<double, NS> totals{};
         for (int64_t chunk = first; chunk < last; chunk += kChunkElements) {
           const int64_t chunk_end = std::min(last, chunk + kChunkElements);
-          const Sums zeros = load_strided<Vec>(nullptr, 0, std::make_index_sequence<NS>());
-          std::array<Sums, kUnroll> sums{zeros, zeros, zeros, zeros};
+          std::array<Sums, 4> sums{zeros, zeros, zeros, zeros};
           int64_t i = chunk;
-          for (; i + kUnroll * kSize <= chunk_end; i += kUnroll * kSize) {
-            for (int64_t u = 0; u < kUnroll; ++u) {
-              accumulate(i + u * kSize, kSize, c, q, first, ChannelsFirst{}, sums[u]);
+          for (; i + 4 * kSize <= chunk_end; i += 4 * kSize) {
+            for (int64_t u = 0; u < 4; ++u) {
+              accumulate(i + u * kSize, kSize, int64_t{0}, c, q, first, ChannelsFirst{}, sums[u]);
             }
           }
-          for (; i < chunk_end; i += kSize) {
-            accumulate(i, std::min(kSize, chunk_end - i), c, q, first, ChannelsFirst{}, sums[0]);
+          // The rest: whole vectors, then the vector that ends at chunk_end
+          // (its lanes before the rest masked off) or, in a chunk shorter than
+          // a vector, a partial one.
+          for (; i + kSize <= chunk_end; i += kSize) {
+            accumulate(i, kSize, int64_t{0}, c, q, first, ChannelsFirst{}, sums[0]);
           }
-          for (int j = 0; j < NS; ++j) {
-            totals[j] += lane_sum((sums[0][j] + sums[1][j]) + (sums[2][j] + sums[3][j]));
+          if (i < chunk_end) {
+            if (chunk_end - chunk >= kSize) {
+              accumulate(chunk_end - kSize, kSize, kSize - (chunk_end - i), c, q, first, ChannelsFirst{}, sums[1]);
+            } else {
+              accumulate(i, chunk_end - i, int64_t{0}, c, q, first, ChannelsFirst{}, sums[1]);
+            }
+          }
+          for (int m = 0; m < NS; ++m) {
+            totals[m] += lane_sum((sums[0][m] + sums[1][m]) + (sums[2][m] + sums[3][m]));
           }
         }
         finish(n, c, k, first, totals.data(), last - first);
+        if (++k == K) {
+          k = 0;
+          ++plane;
+          if (++c == C) {
+            c = 0;
+            ++n;
+          }
+        }
       }
     });
     return;
   }
-  // Channels-last: a slice is a range of rows of one sample; the channels of a
-  // row are summed side by side into per-channel lanes kept in a small buffer
-  // (the vectors of one row are independent of each other).
-  const int64_t padded_C = (C + kSize - 1) / kSize * kSize;
-  at::parallel_for(0, N * K, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> chunk_sums(NS * padded_C);
+  // Channels-last: a slice is a range of rows of one sample. Rows are taken a
+  // chunk at a time, small enough to stay in cache, and each vector of channels
+  // is summed down the chunk's rows in registers, two rows at a time.
+  const int64_t row_bytes = std::max<int64_t>(1, C * v.data.element_size());
+  const int64_t chunk_rows = std::clamp<int64_t>(kChunkBytes / row_bytes, 2, kChunkRows);
+  const int64_t grain = std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, slice * C));
+  at::parallel_for(0, N * K, grain, [&](int64_t begin, int64_t end) {
     std::vector<double> totals(NS * C);
     for (int64_t unit = begin; unit < end; ++unit) {
       const int64_t k = unit % K, n = unit / K, q_base = n * coef_n_stride;
       const int64_t s_begin = k * slice, s_end = std::min(S, s_begin + slice);
       const int64_t first_row = (n * S + s_begin) * C;
       std::fill(totals.begin(), totals.end(), 0.0);
-      for (int64_t chunk = s_begin; chunk < s_end; chunk += kChunkRows) {
-        std::fill(chunk_sums.begin(), chunk_sums.end(), acc_t(0));
-        acc_t* buffer = chunk_sums.data();
-        for (int64_t s = chunk; s < std::min(s_end, chunk + kChunkRows); ++s) {
-          const int64_t row = (n * S + s) * C;
-          for_each_vector<kSize>(0, C, [&](int64_t c, int64_t count) {
-            Sums sums = load_strided<Vec>(buffer + c, padded_C, std::make_index_sequence<NS>());
-            accumulate(row + c, count, c, q_base + c, first_row + c, ChannelsLast{}, sums);
-            for (int j = 0; j < NS; ++j) {
-              sums[j].store(buffer + j * padded_C + c);
-            }
-          });
-        }
-        for (int j = 0; j < NS; ++j) {
-          for (int64_t c = 0; c < C; ++c) {
-            totals[j * C + c] += static_cast<double>(buffer[j * padded_C + c]);
+      for (int64_t chunk = s_begin; chunk < s_end; chunk += chunk_rows) {
+        const int64_t chunk_end = std::min(s_end, chunk + chunk_rows);
+        for_each_vector<kSize>(0, C, /*overlap_tail=*/true, [&](int64_t c, int64_t count, int64_t skip) {
+          Sums even = zeros, odd = zeros;
+          int64_t s = chunk;
+          for (; s + 1 < chunk_end; s += 2) {
+            accumulate((n * S + s) * C + c, count, skip, c, q_base + c, first_row + c, ChannelsLast{}, even);
+            accumulate((n * S + s + 1) * C + c, count, skip, c, q_base + c, first_row + c, ChannelsLast{}, odd);
           }
-        }
+          if (s < chunk_end) {
+            accumulate((n * S + s) * C + c, count, skip, c, q_base + c, first_row + c, ChannelsLast{}, even);
+          }
+          for (int m = 0; m < NS; ++m) {
+            acc_t lanes[kSize];
+            (even[m] + odd[m]).store(lanes);
+            for (int64_t l = skip; l < count; ++l) {
+              totals[m * C + c + l] += static_cast<double>(lanes[l]);
+            }
+          }
+        });
       }
       for (int64_t c = 0; c < C; ++c) {
         std::array<double, NS> channel_totals;
-        for (int j = 0; j < NS; ++j) {
-          channel_totals[j] = totals[j * C + c];
+        for (int m = 0; m < NS; ++m) {
+          channel_totals[m] = totals[m * C + c];
         }
         finish(n, c, k, first_row + c, channel_totals.data(), s_end - s_begin);
       }
@@ -381,9 +459,15 @@ void parallel_slice_reduce(const ChannelView& v, int64_t K, int64_t coef_n_strid
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_partial_moments(const ChannelView& v) {
-  const int64_t K = slice_count(v);
   const auto acc_dtype = accumulation_dtype(v.data.scalar_type());
   const auto options = v.data.options().dtype(acc_dtype);
+  if (v.S == 1) {
+    // (N, C): the moments of one element are the element itself and zero; the
+    // combine reads them as they are, without a reduction pass (BatchNorm1d).
+    const at::Tensor mean = v.data.to(acc_dtype).reshape({v.N, v.C, 1});
+    return {mean, at::zeros({v.N, v.C, 1}, options), at::ones({1}, options)};
+  }
+  const int64_t K = slice_count(v);
   at::Tensor mean = at::empty({v.N, v.C, K}, options);
   at::Tensor m2 = at::empty({v.N, v.C, K}, options);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, v.data.scalar_type(), "cpu_partial_moments", [&] {
@@ -398,9 +482,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_partial_moments(const Channel
     // from zero.
     parallel_slice_reduce<2, acc_t>(
         v, K, 0,
-        [&](int64_t offset, int64_t count, int64_t, int64_t, int64_t first, auto vary, std::array<Vec, 2>& sums) {
+        [&](int64_t offset, int64_t count, int64_t skip, int64_t, int64_t, int64_t first, auto vary,
+            std::array<Vec, 2>& sums) {
           const Vec pivot = decltype(vary)::value ? L::load(x + first, count) : Vec(static_cast<acc_t>(x[first]));
-          const Vec d = keep_lanes(L::load(x + offset, count) - pivot, count);
+          const Vec d = keep_lanes(L::load(x + offset, count) - pivot, count, skip);
           sums[0] += d;
           sums[1] = at::vec::fmadd(d, d, sums[1]);
         },
@@ -425,6 +510,7 @@ void cpu_normalize_activate(const ChannelView& v, const at::Tensor& residual, co
     const acc_t* scale_ptr = scale.const_data_ptr<acc_t>();
     const acc_t* shift_ptr = shift.const_data_ptr<acc_t>();
     scalar_t* y = out.data_ptr<scalar_t>();
+    const bool overlap_tail = !shares_memory(out, {&v.data, &residual});
     with_activation_kind(act.params.kind, [&](auto kind) {
       const VecActivation<acc_t, decltype(kind)::value> activation(act);
       parallel_elementwise(
@@ -434,7 +520,7 @@ void cpu_normalize_activate(const ChannelView& v, const at::Tensor& residual, co
             scalar_t* y_run = y + offset;
             const auto scale_run = run_coefficient(scale_ptr, q, vary);
             const auto shift_run = run_coefficient(shift_ptr, q, vary);
-            for_each_vector<L::kSize>(0, length, [&](int64_t i, int64_t count) {
+            for_each_vector<L::kSize>(0, length, overlap_tail, [&](int64_t i, int64_t count, int64_t) {
               auto z = at::vec::fmadd(L::load(x_run + i, count), scale_run.at(i, count), shift_run.at(i, count));
               if (res_run != nullptr) {
                 z += L::load(res_run + i, count);
@@ -475,9 +561,38 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_backward_partial_sums(
       // (grad_out * z over z <= 0).
       constexpr int NS = kKind == ActivationKind::kPReLU ? 3 : 2;
       const VecActivation<acc_t, kKind> activation(act);
+      if (v.S == 1 && K == 1) {
+        // (N, C): each (n, c) sums a single element, so the sums are an
+        // elementwise pass, element i going to partial i.
+        parallel_elementwise(
+            v, indexing.coef_n_stride, [&](int64_t offset, int64_t length, int64_t c, int64_t q, auto vary) {
+              const auto scale_run = run_coefficient(scale_ptr, q, vary);
+              const auto shift_run = run_coefficient(shift_ptr, q, vary);
+              const auto mean_run = run_coefficient(mean_ptr, q, vary);
+              for_each_vector<L::kSize>(0, length, /*overlap_tail=*/false, [&](int64_t i, int64_t count, int64_t) {
+                const Vec xv = L::load(x + offset + i, count);
+                Vec z = at::vec::fmadd(xv, scale_run.at(i, count), shift_run.at(i, count));
+                if (res != nullptr) {
+                  z += L::load(res + offset + i, count);
+                }
+                const Vec dyv = L::load(dy + offset + i, count);
+                const Vec slope = activation.slope(channel_at(c, i, vary), offset + i, count, vary);
+                const Vec g = dyv * activation.derivative(z, slope);
+                g.store(sum_g_ptr + offset + i, count);
+                (g * (xv - mean_run.at(i, count))).store(sum_g_xmu_ptr + offset + i, count);
+                if constexpr (NS == 3) {
+                  if (sum_prelu_ptr != nullptr) {
+                    Vec::blendv(Vec(acc_t(0)), dyv * z, z <= Vec(acc_t(0))).store(sum_prelu_ptr + offset + i, count);
+                  }
+                }
+              });
+            });
+        return;
+      }
       parallel_slice_reduce<NS, acc_t>(
           v, K, indexing.coef_n_stride,
-          [&](int64_t offset, int64_t count, int64_t c, int64_t q, int64_t, auto vary, std::array<Vec, NS>& sums) {
+          [&](int64_t offset, int64_t count, int64_t skip, int64_t c, int64_t q, int64_t, auto vary,
+              std::array<Vec, NS>& sums) {
             const auto scale_run = run_coefficient(scale_ptr, q, vary);
             const auto shift_run = run_coefficient(shift_ptr, q, vary);
             const auto mean_run = run_coefficient(mean_ptr, q, vary);
@@ -488,12 +603,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cpu_backward_partial_sums(
             }
             const Vec dyv = L::load(dy + offset, count);
             const Vec slope = activation.slope(c, offset, count, vary);
-            const Vec g = keep_lanes(dyv * activation.derivative(z, slope), count);
+            const Vec g = keep_lanes(dyv * activation.derivative(z, slope), count, skip);
             sums[0] += g;
             sums[1] = at::vec::fmadd(g, xv - mean_run.at(0, count), sums[1]);
             if constexpr (NS == 3) {
               if (sum_prelu_ptr != nullptr) {
-                sums[2] += keep_lanes(Vec::blendv(Vec(acc_t(0)), dyv * z, z <= Vec(acc_t(0))), count);
+                sums[2] += keep_lanes(Vec::blendv(Vec(acc_t(0)), dyv * z, z <= Vec(acc_t(0))), count, skip);
               }
             }
           },
@@ -528,6 +643,8 @@ void cpu_backward_apply(const ChannelView& grad_out, const ChannelView& v, const
     const acc_t* k3_ptr = k3.const_data_ptr<acc_t>();
     scalar_t* dx = grad_input.defined() ? grad_input.data_ptr<scalar_t>() : nullptr;
     scalar_t* dres = grad_residual.defined() ? grad_residual.data_ptr<scalar_t>() : nullptr;
+    const std::initializer_list<const at::Tensor*> inputs{&v.data, &grad_out.data, &residual};
+    const bool overlap_tail = !shares_memory(grad_input, inputs) && !shares_memory(grad_residual, inputs);
     with_activation_kind(act.params.kind, [&](auto kind) {
       const VecActivation<acc_t, decltype(kind)::value> activation(act);
       parallel_elementwise(
@@ -543,7 +660,7 @@ void cpu_backward_apply(const ChannelView& grad_out, const ChannelView& v, const
             const auto k1_run = run_coefficient(k1_ptr, q, vary);
             const auto k2_run = run_coefficient(k2_ptr, q, vary);
             const auto k3_run = run_coefficient(k3_ptr, q, vary);
-            for_each_vector<L::kSize>(0, length, [&](int64_t i, int64_t count) {
+            for_each_vector<L::kSize>(0, length, overlap_tail, [&](int64_t i, int64_t count, int64_t) {
               const auto xv = L::load(x_run + i, count);
               auto z = at::vec::fmadd(xv, scale_run.at(i, count), shift_run.at(i, count));
               if (res_run != nullptr) {

@@ -147,12 +147,12 @@ BlnOutputs batch_layer_norm_act_forward(
   if (update_running && defined(running_mean)) {
     const double n = batch.count(view.S);
     update_running_stat(*running_mean, batch_mean.reshape({view.C}), momentum);
-    update_running_stat(*running_var, batch_var.reshape({view.C}) * (n > 1 ? n / (n - 1) : 1.0), momentum);
+    update_running_stat(*running_var, batch_var.reshape({view.C}), momentum, n > 1 ? n / (n - 1) : 1.0);
   }
   if (update_running && defined(running_feature_mean)) {
     const double d = feature.count(view.S);
     update_running_stat(*running_feature_mean, feature_mean.mean().reshape({1}), momentum);
-    update_running_stat(*running_feature_var, feature_var.mean().reshape({1}) * (d > 1 ? d / (d - 1) : 1.0), momentum);
+    update_running_stat(*running_feature_var, feature_var.mean().reshape({1}), momentum, d > 1 ? d / (d - 1) : 1.0);
   }
   // A running statistic broadcast to its layout; copies, as outputs must not alias inputs.
   auto running_stat = [&](const std::optional<at::Tensor>& t, const StatLayout& layout) {
@@ -160,10 +160,10 @@ BlnOutputs batch_layer_norm_act_forward(
   };
   BlnStats stats;
   stats.batch_mean = from_running[kBatchMean] ? running_stat(running_mean, batch) : batch_mean;
-  stats.batch_invstd = (from_running[kBatchVar] ? running_stat(running_var, batch) : batch_var).add(eps).rsqrt_();
+  stats.batch_invstd = invstd_from_var(from_running[kBatchVar] ? running_stat(running_var, batch) : batch_var, eps);
   stats.feature_mean = from_running[kFeatureMean] ? running_stat(running_feature_mean, feature) : feature_mean;
   stats.feature_invstd =
-      (from_running[kFeatureVar] ? running_stat(running_feature_var, feature) : feature_var).add(eps).rsqrt_();
+      invstd_from_var(from_running[kFeatureVar] ? running_stat(running_feature_var, feature) : feature_var, eps);
   if (from_running[kBatchMean] && !from_running[kBatchVar]) {
     stats.batch_own_mean = batch_mean;
   }

@@ -61,16 +61,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> batch_norm_act_forward(
     auto [partial_mean, partial_m2, count] = kernels.partial_moments(view);
     auto [batch_mean, batch_var, n] = combine_moments(partial_mean, partial_m2, count, view.S, {0, 2});
     mean = batch_mean;
-    invstd = (batch_var + eps).rsqrt_();
+    invstd = invstd_from_var(batch_var, eps);
     if (defined(running_mean)) {
       const double unbias = n > 1 ? n / (n - 1) : 1.0;
       update_running_stat(*running_mean, batch_mean, momentum);
-      update_running_stat(*running_var, batch_var * unbias, momentum);
+      update_running_stat(*running_var, batch_var, momentum, unbias);
     }
   } else {
     // Copies, never views: outputs of a custom op must not alias its inputs.
     mean = running_mean->to(acc, /*non_blocking=*/false, /*copy=*/true).contiguous();
-    invstd = (running_var->to(acc) + eps).rsqrt_().contiguous();
+    invstd = invstd_from_var(running_var->to(acc).contiguous(), eps);
   }
   at::Tensor out = forward_from_terms(view, residual, weight, bias, {batch_term(view, mean, invstd, training)}, act);
   return {out, mean, invstd};

@@ -113,6 +113,23 @@ std::tuple<at::Tensor, at::Tensor> combine_moments_on_host(const at::Tensor& mea
     std::vector<double> combined_mean(num_outputs, 0.0), combined_m2(num_outputs, 0.0);
     // Calls f(partial index, output index, slice k) over the partials in memory order.
     const auto for_each_partial = [&](const auto& f) {
+      if (sizes[2] == 1) {
+        // One slice (small planes, (N, C) input): a plain loop over the channels,
+        // which the compiler vectorises.
+        for (int64_t n = 0; n < sizes[0]; ++n) {
+          const int64_t i0 = n * sizes[1], o0 = n * out_strides[0];
+          if (out_strides[1] == 1) {
+            for (int64_t c = 0; c < sizes[1]; ++c) {
+              f(i0 + c, o0 + c, int64_t{0});
+            }
+          } else {
+            for (int64_t c = 0; c < sizes[1]; ++c) {
+              f(i0 + c, o0 + c * out_strides[1], int64_t{0});
+            }
+          }
+        }
+        return;
+      }
       for (int64_t n = 0, i = 0; n < sizes[0]; ++n) {
         for (int64_t c = 0; c < sizes[1]; ++c) {
           for (int64_t k = 0; k < sizes[2]; ++k, ++i) {
@@ -146,10 +163,6 @@ std::tuple<at::Tensor, at::Tensor> combine_moments_on_host(const at::Tensor& mea
 std::tuple<at::Tensor, at::Tensor, double> combine_moments(const at::Tensor& mean, const at::Tensor& m2,
                                                            const at::Tensor& count, int64_t spatial_size,
                                                            at::IntArrayRef dims) {
-  // count has one entry per slice (the last dim); every (n, c) has the same slices.
-  std::vector<int64_t> count_shape(mean.dim(), 1);
-  count_shape.back() = count.numel();
-  const at::Tensor weight = count.reshape(count_shape).expand_as(mean);
   // The slices partition the spatial extent, so the total is known on the host
   // without reading count back from the device.
   double total = static_cast<double>(spatial_size);
@@ -163,6 +176,10 @@ std::tuple<at::Tensor, at::Tensor, double> combine_moments(const at::Tensor& mea
     auto [out_mean, out_var] = combine_moments_on_host(mean, m2, count, dims, total);
     return {out_mean, out_var, total};
   }
+  // count has one entry per slice (the last dim); every (n, c) has the same slices.
+  std::vector<int64_t> count_shape(mean.dim(), 1);
+  count_shape.back() = count.numel();
+  const at::Tensor weight = count.reshape(count_shape).expand_as(mean);
   const at::Tensor combined_mean = (mean * weight).sum(dims, /*keepdim=*/true).div_(total);
   const at::Tensor combined_m2 =
       m2.sum(dims, /*keepdim=*/true).add_((weight * (mean - combined_mean).square_()).sum(dims, /*keepdim=*/true));

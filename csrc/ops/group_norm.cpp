@@ -60,7 +60,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> group_norm_act_forward(
   const ActivationArgs act =
       make_activation_args(kOp, activation, activation_params, activation_weight, activation_seed, view.C, input);
   auto [mean, var] = group_moments(view, num_groups);
-  const at::Tensor invstd = (var + eps).rsqrt_();
+  const at::Tensor invstd = invstd_from_var(var, eps);
   at::Tensor out =
       forward_from_terms(view, residual, weight, bias, {group_term(view, num_groups, mean, invstd, true)}, act);
   return {out, mean, invstd};

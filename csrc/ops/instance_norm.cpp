@@ -58,10 +58,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> instance_norm_act_forward(
       // batch norm would, and the updated values are averaged over the batch.
       const double spatial = static_cast<double>(view.S);
       update_running_stat(*running_mean, instance_mean.mean(0), momentum);
-      update_running_stat(*running_var, instance_var.mean(0) * (spatial / (spatial - 1)), momentum);
+      update_running_stat(*running_var, instance_var.mean(0), momentum, spatial / (spatial - 1));
     }
     mean = instance_mean;
-    invstd = (instance_var + eps).rsqrt_();
+    invstd = invstd_from_var(instance_var, eps);
   } else {
     // Copies, never views: outputs of a custom op must not alias its inputs.
     const auto acc = accumulation_dtype(input.scalar_type());

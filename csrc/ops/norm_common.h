@@ -71,8 +71,12 @@ struct StatLayout {
 // and no kernel launch (its combined statistics are empty, or NaN over nothing).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> partial_moments(const ChannelView& view);
 
-// running = (1 - momentum) * running + momentum * value, written in place in running's dtype.
-void update_running_stat(const at::Tensor& running, const at::Tensor& value, double momentum);
+// running = (1 - momentum) * running + momentum * value_scale * value, written in
+// place in running's dtype.
+void update_running_stat(const at::Tensor& running, const at::Tensor& value, double momentum, double value_scale = 1.0);
+
+// (var + eps)^(-1/2), a new tensor of var's dtype.
+at::Tensor invstd_from_var(const at::Tensor& var, double eps);
 
 // Mean and biased variance per statistic of `layout` from the engine's partial moments.
 std::pair<at::Tensor, at::Tensor> layout_moments(const StatLayout& layout, const at::Tensor& partial_mean,

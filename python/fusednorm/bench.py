@@ -774,11 +774,14 @@ def run_cases(
     stream=sys.stdout,
     command: str = "",
     rounds: int = 1,
+    notes: Sequence[str] = (),
 ) -> list[dict]:
     """Runs the cases, printing a row as each finishes, then the table and summary;
     writes results.csv, results.md and speedup.png to out_dir when given."""
     clock = Clock(device, min_run_time)
     print(f"fusednorm benchmark on {_device_name(device)}, torch {torch.__version__}", file=stream)
+    for note in notes:
+        print(note, file=stream)
     print(traffic_legend(), file=stream)
     print(table_header(), file=stream, flush=True)
     rows = []
@@ -795,11 +798,34 @@ def run_cases(
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         write_csv(rows, os.path.join(out_dir, "results.csv"))
-        write_markdown(rows, os.path.join(out_dir, "results.md"), environment(device, command))
+        env = environment(device, command)
+        if notes:
+            env["notes"] = "; ".join(notes)
+        write_markdown(rows, os.path.join(out_dir, "results.md"), env)
         why_not = write_plot(rows, os.path.join(out_dir, "speedup.png"), f"fusednorm on {_device_name(device)}")
         written = "results.csv, results.md" + (", speedup.png" if why_not is None else "")
         print(f"wrote {written} to {out_dir}" + (f" (no plot: {why_not})" if why_not else ""), file=stream)
     return rows
+
+
+def keep_freed_memory() -> bool:
+    """Asks glibc's malloc to keep freed memory for reuse (no returning it to the
+    OS, no fresh mmap per large tensor), as a caching allocator would. Otherwise
+    each large CPU tensor costs page faults whose number depends on what ran
+    before it, which swamps the kernels being compared. True when applied."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    largest_heap_allocation = 32 * 2**20  # glibc's upper limit for M_MMAP_THRESHOLD
+    return bool(libc.mallopt(m_mmap_threshold, largest_heap_allocation)) and bool(
+        libc.mallopt(m_trim_threshold, 2**31 - 1)
+    )
 
 
 def _parse_dtypes(text: str) -> list[str]:
@@ -845,6 +871,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if min_run_time is None:
         min_run_time = 0.03 if args.quick else 0.25
     rounds = args.repeats if args.repeats is not None else (3 if device.type == "cpu" else 1)
+    malloc_note = None
+    if device.type == "cpu" and keep_freed_memory():
+        malloc_note = "glibc malloc keeps freed memory (mallopt M_MMAP_THRESHOLD 32 MiB, M_TRIM_THRESHOLD 2 GiB)"
     command = "python -m fusednorm.bench " + " ".join(sys.argv[1:] if argv is None else argv)
     run_cases(
         cases,
@@ -854,6 +883,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out_dir=args.out or default_out_dir(device),
         command=command.strip(),
         rounds=rounds,
+        notes=[malloc_note] if malloc_note else [],
     )
     return 0
 
