@@ -18,17 +18,22 @@ const ChannelNormKernels& cpu_channel_norm_kernels();
 }
 #endif
 
-namespace {
-
-// The AVX2 kernels when the CPU has the instructions they were built for and
-// ATen itself runs at AVX2 or above: ATEN_CPU_CAPABILITY=default selects the
-// baseline kernels here as it does for PyTorch's own.
-const ChannelNormKernels& select_cpu_kernels() {
+bool cpu_kernels_use_avx2() {
 #if FUSEDNORM_CPU_BUILDS_AVX2
   const std::string aten_capability = at::get_cpu_capability();
   const bool aten_uses_avx2 = aten_capability == "AVX2" || aten_capability == "AVX512";
-  if (aten_uses_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+  return aten_uses_avx2 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+         __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+const ChannelNormKernels& select_cpu_kernels() {
+#if FUSEDNORM_CPU_BUILDS_AVX2
+  if (cpu_kernels_use_avx2()) {
     return AVX2::cpu_channel_norm_kernels();
   }
 #endif

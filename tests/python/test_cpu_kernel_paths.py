@@ -3,7 +3,8 @@ shapes do not reach: statistics split over several slices and chunks per
 channel, runs that end in a whole vector reaching back (and in a partial one),
 and the baseline-ISA build of the kernels next to the AVX2 one
 (ATEN_CPU_CAPABILITY=default selects it, as it does PyTorch's own kernels).
-PyTorch is the oracle, as everywhere."""
+The row-norm kernels (layer norm, RMS norm) are built the same way: their
+cases here run through both builds too. PyTorch is the oracle, as everywhere."""
 
 import os
 import subprocess
@@ -15,6 +16,7 @@ from torch import nn
 
 import fusednorm
 from reference import assert_close, batch_norm_act, oracle_dtype
+from row_norm_testing import LAYER_NORM, RMS_NORM, run_case
 
 CASES = [
     # (shape, layout): what it reaches
@@ -67,6 +69,23 @@ def check(shape, layout, dtype, activation):
 @pytest.mark.parametrize("shape,layout", CASES, ids=str)
 def test_kernel_paths(shape, layout, dtype, activation):
     check(shape, layout, dtype, activation)
+
+
+ROW_CASES = [
+    # (shape, normalized ndim): what it reaches
+    ((5, 1029), 1),  # rows of whole vectors and a partial one
+    ((4, 3, 7), 2),  # 21 columns: PReLU's channel along them
+    ((3, 6000), 1),  # rows of several chunks of row sums
+    ((700, 4, 5), 1),  # blocks of more rows than a chunk of column sums; PReLU along the rows
+]
+
+
+@pytest.mark.parametrize("activation", ["gelu", "silu", "prelu", "identity"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("shape,ndim", ROW_CASES, ids=str)
+@pytest.mark.parametrize("norm", [LAYER_NORM, RMS_NORM], ids=lambda n: n.name)
+def test_row_norm_kernel_paths(norm, shape, ndim, dtype, activation):
+    run_case(norm, "cpu", dtype, shape, ndim, activation, True)
 
 
 @pytest.mark.skipif(os.environ.get("ATEN_CPU_CAPABILITY") == "default", reason="this is the baseline run itself")
