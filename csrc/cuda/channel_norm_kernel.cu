@@ -6,82 +6,10 @@
 
 #include "channel_norm_kernel.cuh"
 #include "channel_norm_launch.h"
+#include "launch_utils.cuh"
 
 namespace fusednorm::cuda {
 namespace {
-
-template <typename S, typename A>
-struct Types {
-  using scalar_t = S;
-  using acc_t = A;
-};
-
-// Calls f(Types<scalar_t, acc_t>{}) for the runtime dtype.
-template <typename F>
-cudaError_t dispatch(DType dtype, const F& f) {
-  switch (dtype) {
-    case DType::kFloat:
-      return f(Types<float, float>{});
-    case DType::kDouble:
-      return f(Types<double, double>{});
-    case DType::kHalf:
-      return f(Types<__half, float>{});
-    case DType::kBFloat16:
-      return f(Types<__nv_bfloat16, float>{});
-  }
-  return cudaErrorInvalidValue;
-}
-
-int element_size(DType dtype) {
-  switch (dtype) {
-    case DType::kFloat:
-      return 4;
-    case DType::kDouble:
-      return 8;
-    case DType::kHalf:
-    case DType::kBFloat16:
-      return 2;
-  }
-  return 1;
-}
-
-// Elements per 16-byte access.
-int vector_width(DType dtype) { return 16 / element_size(dtype); }
-
-bool aligned16(std::initializer_list<const void*> ptrs) {
-  for (const void* p : ptrs) {
-    if (p != nullptr && reinterpret_cast<uintptr_t>(p) % 16 != 0) {
-      return false;
-    }
-  }
-  return true;
-}
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
-
-// SM count of the current device; cached because it sits on every launch path.
-int multiprocessor_count() {
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> cache[kMaxDevices] = {};
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    return 1;
-  }
-  if (device >= 0 && device < kMaxDevices) {
-    const int cached = cache[device].load(std::memory_order_relaxed);
-    if (cached > 0) {
-      return cached;
-    }
-  }
-  int count = 0;
-  if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess || count <= 0) {
-    return 1;
-  }
-  if (device >= 0 && device < kMaxDevices) {
-    cache[device].store(count, std::memory_order_relaxed);
-  }
-  return count;
-}
 
 // Work sizing. A full SM runs 64 warps (8 blocks of 256); aiming at two waves'
 // worth of warps/blocks keeps every SM busy without making the partials (and
@@ -310,7 +238,7 @@ cudaError_t launch_partial_moments(const Geometry& g, DType dtype, const Reducti
   if (g.N * g.C == 0) {
     return cudaSuccess;
   }
-  return dispatch(dtype, [&](auto types) {
+  return dispatch_dtype(dtype, [&](auto types) {
     using T = decltype(types);
     constexpr int kVec = 16 / sizeof(typename T::scalar_t);
     return plan.vec > 1 ? moments_impl<typename T::scalar_t, typename T::acc_t, kVec>(g, plan, args, stream)
@@ -323,7 +251,7 @@ cudaError_t launch_normalize_activate(const Geometry& g, DType dtype, const Norm
     return cudaSuccess;
   }
   const bool vec = can_vectorize(g, dtype, {args.x, args.residual, args.out});
-  return dispatch(dtype, [&](auto types) {
+  return dispatch_dtype(dtype, [&](auto types) {
     using T = decltype(types);
     constexpr int kVec = 16 / sizeof(typename T::scalar_t);
     return vec ? normalize_impl<typename T::scalar_t, typename T::acc_t, kVec>(g, args, stream)
@@ -336,7 +264,7 @@ cudaError_t launch_backward_partial_sums(const Geometry& g, DType dtype, const R
   if (g.N * g.C == 0) {
     return cudaSuccess;
   }
-  return dispatch(dtype, [&](auto types) {
+  return dispatch_dtype(dtype, [&](auto types) {
     using T = decltype(types);
     constexpr int kVec = 16 / sizeof(typename T::scalar_t);
     return plan.vec > 1 ? sums_impl<typename T::scalar_t, typename T::acc_t, kVec>(g, plan, args, stream)
@@ -349,7 +277,7 @@ cudaError_t launch_backward_apply(const Geometry& g, DType dtype, const Backward
     return cudaSuccess;
   }
   const bool vec = can_vectorize(g, dtype, {args.grad_out, args.x, args.residual, args.grad_input, args.grad_residual});
-  return dispatch(dtype, [&](auto types) {
+  return dispatch_dtype(dtype, [&](auto types) {
     using T = decltype(types);
     constexpr int kVec = 16 / sizeof(typename T::scalar_t);
     return vec ? apply_impl<typename T::scalar_t, typename T::acc_t, kVec>(g, args, stream)

@@ -9,25 +9,11 @@
 #include <tuple>
 
 #include "../ops/channel_norm.h"
+#include "aten_launch_utils.h"
 #include "channel_norm_launch.h"
 
 namespace fusednorm::detail {
 namespace {
-
-cuda::DType to_dtype(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return cuda::DType::kFloat;
-    case at::kDouble:
-      return cuda::DType::kDouble;
-    case at::kHalf:
-      return cuda::DType::kHalf;
-    case at::kBFloat16:
-      return cuda::DType::kBFloat16;
-    default:
-      TORCH_CHECK(false, "fusednorm: CUDA kernels support float, double, half and bfloat16, got ", t);
-  }
-}
 
 cuda::Geometry geometry(const ChannelView& v) {
   cuda::Geometry g;
@@ -88,9 +74,6 @@ cuda::ActivationRaw raw_activation(const ActivationArgs& act, const ChannelView&
   return raw;
 }
 
-const void* optional_ptr(const at::Tensor& t) { return t.defined() ? t.const_data_ptr() : nullptr; }
-void* optional_mutable_ptr(const at::Tensor& t) { return t.defined() ? t.mutable_data_ptr() : nullptr; }
-
 // [N, C, K] accumulation-dtype partials in the kernels' layout: channels-last
 // kernels write [N, K, C] (contiguous along C, as they read), viewed as [N, C, K].
 at::Tensor empty_partials(const ChannelView& x, int64_t K) {
@@ -111,7 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_partial_moments(const Channe
             at::full({1}, static_cast<double>(x.S), options)};
   }
   const cuda::Geometry g = geometry(x);
-  const cuda::DType dtype = to_dtype(x.data.scalar_type());
+  const cuda::DType dtype = to_cuda_dtype(x.data.scalar_type());
   const cuda::ReductionPlan plan = cuda::plan_reduction(g, dtype, {x.data.const_data_ptr()});
   at::Tensor mean = empty_partials(x, plan.K);
   at::Tensor m2 = empty_partials(x, plan.K);
@@ -145,7 +128,7 @@ void cuda_normalize_activate(const ChannelView& x, const at::Tensor& residual, c
   args.coef_n_stride = indexing.coef_n_stride;
   args.act = raw_activation(act, x);
   args.out = out.mutable_data_ptr();
-  C10_CUDA_CHECK(cuda::launch_normalize_activate(geometry(x), to_dtype(x.data.scalar_type()), args,
+  C10_CUDA_CHECK(cuda::launch_normalize_activate(geometry(x), to_cuda_dtype(x.data.scalar_type()), args,
                                                  at::cuda::getCurrentCUDAStream()));
 }
 
@@ -169,7 +152,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cuda_backward_partial_sums(
             want_prelu ? at::zeros({x.N, x.C, 1}, options) : at::Tensor()};
   }
   const cuda::Geometry g = geometry(x);
-  const cuda::DType dtype = to_dtype(x.data.scalar_type());
+  const cuda::DType dtype = to_cuda_dtype(x.data.scalar_type());
   const cuda::ReductionPlan plan =
       cuda::plan_reduction(g, dtype, {grad_out.data.const_data_ptr(), x.data.const_data_ptr(), optional_ptr(residual)});
   at::Tensor sum_g = empty_partials(x, plan.K);
@@ -233,8 +216,8 @@ void cuda_backward_apply(const ChannelView& grad_out, const ChannelView& x, cons
   args.act = raw_activation(act, x);
   args.grad_input = optional_mutable_ptr(grad_input);
   args.grad_residual = optional_mutable_ptr(grad_residual);
-  C10_CUDA_CHECK(
-      cuda::launch_backward_apply(geometry(x), to_dtype(x.data.scalar_type()), args, at::cuda::getCurrentCUDAStream()));
+  C10_CUDA_CHECK(cuda::launch_backward_apply(geometry(x), to_cuda_dtype(x.data.scalar_type()), args,
+                                             at::cuda::getCurrentCUDAStream()));
 }
 
 const ChannelNormKernels kCudaChannelNormKernels{
