@@ -1,12 +1,31 @@
-# The README's commands. `make test` works on a fresh clone: it installs what
-# the project needs, builds (with CUDA when nvcc and a CUDA torch are present),
-# and runs every test. `make gpu-test` is the same suite on a GPU machine that
-# already has torch, installing nothing from the network.
+# The README's commands. `make test` and `make demo` work on a fresh clone: they
+# make a virtual environment (.venv, no system site-packages), install what the
+# project needs into it from the project's own files, build the extension
+# incrementally in $(BUILD_DIR)/ext (with CUDA when nvcc and a CUDA torch are
+# there), and run. PYTHON=<interpreter> uses that interpreter instead of .venv.
+# `make gpu-check` is the one-call check for a GPU machine (see the README).
 
-PYTHON ?= python3
+# ---------------------------------------------------------------------------- settings
+
 TORCH_VERSION ?= 2.14.1
+TORCHVISION_VERSION ?= 0.29.1
 BUILD_DIR ?= build
+VENV ?= .venv
+# The interpreter everything runs under: the project's venv unless PYTHON is given.
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(VENV)/bin/python
+OWN_VENV := $(PYTHON)
+endif
+BOOTSTRAP_PYTHON ?= python3
+# The tools pip puts beside the interpreter (ninja, cmake) come first on PATH.
+ifneq ($(findstring /,$(PYTHON)),)
+export PATH := $(abspath $(dir $(PYTHON))):$(PATH)
+endif
 JOBS ?= $(shell nproc)
+# OFFLINE=1 (the GPU machine): install nothing, use what PYTHON already has.
+OFFLINE ?=
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 
 # torch guesses CUDA_HOME from `which nvcc`; a wrapper in /usr/local/bin makes it
 # guess wrong, so name the toolkit when it is where Debian/NVIDIA put it.
@@ -26,41 +45,69 @@ NVRTC = $(shell $(PYTHON) -c "import glob, os, torch; \
   print(sorted(p)[0] if p else '')")
 CMAKE_TORCH_ARGS = -DCMAKE_PREFIX_PATH="$(TORCH_CMAKE_PREFIX)" \
   $(if $(CUDA_HOME),-DCUDA_TOOLKIT_ROOT_DIR=$(CUDA_HOME)) \
-  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC))
+  $(if $(NVRTC),-DCUDA_nvrtc_LIBRARY=$(NVRTC)) \
+  -DFUSEDNORM_GTEST_SOURCE_DIR="$(GTEST_SOURCE_DIR)" --no-warn-unused-cli
 FUSEDNORM_CMAKE_DIR = $(shell $(PYTHON) -c "import fusednorm; print(fusednorm.cmake_dir())")
+# GoogleTest from source where no package provides it (the GPU machine): `make gpu-prep`
+# copies Debian's source tree here, and the device call carries it.
+GTEST_SOURCE_DIR ?= $(abspath .deps/googletest)
 
-.PHONY: all deps build test gpu-test pytest cpp-test demo bench bench-smoke lint format clean
-.PHONY: cpp-example cmake-install-check
+.PHONY: all venv deps build test gpu-test gpu-check gpu-prep pytest cpp-test demo bench bench-smoke
+.PHONY: lint format clean cpp-example cmake-install-check torch-compat test-cpu
 
 all: build
 
-# Everything `make test` needs, installed from the project's own files.
-deps:
-	@$(PYTHON) -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$(TORCH_VERSION)')" 2>/dev/null \
-	  || $(PIP) install -q "torch==$(TORCH_VERSION)"
-	$(PIP) install -q -r requirements-dev.txt
-	@if ! [ -f /usr/include/gtest/gtest.h ] || ! command -v cmake >/dev/null || ! command -v ninja >/dev/null; then \
-	  if command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev cmake ninja-build; \
-	  else echo "install GoogleTest, cmake and ninja" >&2; exit 1; fi; fi
+# ---------------------------------------------------------------------------- install and build
 
-build:
-	$(PIP) install --no-build-isolation --no-deps -e . 2>&1 | tail -n 3
+$(VENV)/bin/python:
+	$(BOOTSTRAP_PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+
+venv: $(OWN_VENV)
+
+# Everything any test or target imports, pinned in the project's own files. pip
+# installs nothing when all of it is already there.
+deps: venv
+ifeq ($(OFFLINE),)
+	$(PIP) install -q "torch==$(TORCH_VERSION)" "torchvision==$(TORCHVISION_VERSION)" -r requirements-dev.txt
+	@if ! [ -f /usr/include/gtest/gtest.h ] && ! [ -d "$(GTEST_SOURCE_DIR)" ]; then \
+	  if command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libgtest-dev; \
+	  else echo "install GoogleTest (Debian: libgtest-dev), or put its source in $(GTEST_SOURCE_DIR)" >&2; exit 1; fi; fi
+endif
+
+# Incremental: ninja recompiles only what changed in the persistent $(BUILD_DIR)/ext
+# (--force hands every build to ninja instead of setuptools' header-blind check),
+# the library lands in python/fusednorm/, and the package is registered once as an
+# editable install without building anything (FUSEDNORM_SKIP_EXTENSION).
+# Ninja's compile lines are shortened to "[i/n] source".
+build: deps
+	$(PYTHON) setup.py -q build_ext --inplace --force --build-temp $(BUILD_DIR)/ext 2>&1 \
+	  | sed -u -E 's|^(\[[0-9]+/[0-9]+\]) .* -c ([^ ]+) -o .*|\1 \2|' \
+	  | { grep --line-buffered -v -e "[Dd]eprecat" -e "^ *\*\*\*\*" -e "^ *!!$$" -e "^ *$$" -e "^W[0-9]* .*No CUDA runtime" || true; }
+	@$(PYTHON) -c "import importlib.util as u, os, sys; s = u.find_spec('fusednorm'); \
+	  sys.exit(0 if s and os.path.realpath(s.origin) == os.path.realpath('python/fusednorm/__init__.py') else 1)" \
+	  || FUSEDNORM_SKIP_EXTENSION=1 $(PIP) install -q --no-build-isolation --no-deps -e .
 	@$(PYTHON) -c "import fusednorm; print('fusednorm built; CUDA kernels:', fusednorm.has_cuda_kernels())"
 
-pytest:
-	$(PYTHON) -m pytest -q tests/python
+# ---------------------------------------------------------------------------- tests
 
-cpp-test:
+test: deps build pytest cpp-test cpp-example cmake-install-check bench-smoke
+
+pytest: build
+	$(PYTHON) -m pytest -q tests/python $(PYTEST_ARGS)
+
+# GoogleTest against the installed package; FUSEDNORM_TEST_DEVICE=cuda runs it on CUDA tensors.
+cpp-test: build
 	cmake -S tests/cpp -B $(BUILD_DIR)/cpp-tests -G Ninja $(CMAKE_TORCH_ARGS) -DFusedNorm_DIR="$(FUSEDNORM_CMAKE_DIR)" >/dev/null
 	cmake --build $(BUILD_DIR)/cpp-tests
 	cd $(BUILD_DIR)/cpp-tests && ctest --output-on-failure
 
 # examples/cpp against the installed Python package (CUDA when the GPU and kernels are there).
-cpp-example:
+cpp-example: build
 	cmake -S examples/cpp -B $(BUILD_DIR)/cpp-example -G Ninja $(CMAKE_TORCH_ARGS) -DFusedNorm_DIR="$(FUSEDNORM_CMAKE_DIR)" >/dev/null
 	cmake --build $(BUILD_DIR)/cpp-example
-	$(BUILD_DIR)/cpp-example/train_cnn
+	$(BUILD_DIR)/cpp-example/train_cnn $(EXAMPLE_DEVICE)
 
 # The from-source CMake package, CPU only: build the root CMakeLists.txt, install it into
 # $(BUILD_DIR)/prefix, then build and run examples/cpp against that prefix (not the Python package).
@@ -74,45 +121,77 @@ cmake-install-check:
 	cmake --build $(BUILD_DIR)/cmake-example
 	$(BUILD_DIR)/cmake-example/train_cnn cpu
 
-test: deps build pytest cpp-test cpp-example cmake-install-check
+# Part of `make test`: every --quick case once on the CPU with a tiny time budget,
+# to show that the benchmark runs (no speed is asserted); output under $(BUILD_DIR).
+bench-smoke: build
+	@mkdir -p $(BUILD_DIR)
+	$(PYTHON) -m fusednorm.bench --quick --device cpu --no-compile --min-run-time 0.001 --repeats 1 \
+	  --out $(BUILD_DIR)/bench-smoke > $(BUILD_DIR)/bench-smoke.log || { cat $(BUILD_DIR)/bench-smoke.log; exit 1; }
+	@tail -n 7 $(BUILD_DIR)/bench-smoke.log
 
-# On a machine with an NVIDIA GPU and torch already installed; nothing is
-# downloaded. The CUDA tests run because CUDA is available.
-gpu-test: build
-	@$(PYTHON) -c "import torch, fusednorm, sys; \
+# The CPU half of `make test` against another torch, in its own venv and build tree
+# (a copy of the sources, so the two builds' libraries never meet), e.g. the GPU
+# machine's 2.11: make torch-compat COMPAT_TORCH=2.11.0 COMPAT_TORCHVISION=0.26.0
+COMPAT_TORCH ?= 2.11.0
+COMPAT_TORCHVISION ?= 0.26.0
+COMPAT_DIR = $(abspath $(BUILD_DIR))/torch-$(COMPAT_TORCH)
+torch-compat:
+	@mkdir -p $(COMPAT_DIR)/src
+	git ls-files -z --cached --others --exclude-standard | tar --null -T - --ignore-failed-read -cf - | tar -xf - -C $(COMPAT_DIR)/src
+	$(MAKE) -C $(COMPAT_DIR)/src test-cpu VENV=$(COMPAT_DIR)/venv BUILD_DIR=$(COMPAT_DIR)/build \
+	  TORCH_VERSION=$(COMPAT_TORCH) TORCHVISION_VERSION=$(COMPAT_TORCHVISION)
+
+# What torch-compat runs: the whole build (CUDA too, when there) and every CPU test.
+test-cpu: deps build pytest cpp-test cpp-example
+
+# ---------------------------------------------------------------------------- GPU machine
+
+# On a GPU machine that already has torch and nvcc (nothing is downloaded): build with
+# every core for sm_90, run the whole CUDA test suite (pytest on CPU and CUDA,
+# GoogleTest on CPU and CUDA tensors, the C++ example on CUDA) and the benchmark's
+# headline cases; logs, CSV and a summary go to OUT. See the README, "On a GPU".
+GPU_PYTHON ?= python3
+OUT ?= $(BUILD_DIR)/gpu-check
+gpu-check:
+	@mkdir -p $(OUT)
+	bash tools/gpu_check.sh "$(GPU_PYTHON)" "$(abspath $(OUT))" "$(abspath $(BUILD_DIR))/gpu"
+
+# Before a device call, on this machine: the GoogleTest sources gpu-check builds there.
+gpu-prep:
+	@test -d /usr/src/googletest || { echo "needs Debian's googletest package (/usr/src/googletest)" >&2; exit 1; }
+	rm -rf $(GTEST_SOURCE_DIR) && mkdir -p $(dir $(GTEST_SOURCE_DIR)) && cp -a /usr/src/googletest $(GTEST_SOURCE_DIR)
+	@du -sh $(GTEST_SOURCE_DIR)
+
+# The same suite as `make test` on a GPU machine, without the CMake-install check.
+gpu-test:
+	$(MAKE) OFFLINE=1 PYTHON=$(GPU_PYTHON) build
+	@$(GPU_PYTHON) -c "import torch, fusednorm, sys; \
 	  ok = torch.cuda.is_available() and fusednorm.has_cuda_kernels(); \
 	  print('CUDA device:', torch.cuda.get_device_name() if torch.cuda.is_available() else None); sys.exit(0 if ok else 1)"
-	$(MAKE) pytest cpp-test cpp-example
+	$(MAKE) OFFLINE=1 PYTHON=$(GPU_PYTHON) pytest cpp-test cpp-example
+	cd $(BUILD_DIR)/cpp-tests && FUSEDNORM_TEST_DEVICE=cuda ctest --output-on-failure
+
+# ---------------------------------------------------------------------------- demo, bench, tools
 
 # The README's main command: the d2l batch-norm experiment, torch.nn vs fusednorm.convert.
 # DEMO_ARGS passes flags, e.g. make demo DEMO_ARGS="--epochs 5 --bn-position after".
-# `deps` installs requirements-demo.txt (scikit-learn, matplotlib, tqdm) with the rest.
 demo: deps build
 	$(PYTHON) -m fusednorm.demo $(DEMO_ARGS)
-
-lint:
-	ruff check python tests
-	ruff format --check python tests
-
-format:
-	ruff format python tests
-	clang-format -i $$(find csrc tests/cpp examples -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
-
-clean:
-	rm -rf $(BUILD_DIR) python/fusednorm/_C*.so python/fusednorm/include python/fusednorm/share *.egg-info
 
 # Fused ops against PyTorch eager and torch.compile (python/fusednorm/bench.py), e.g.
 # make bench BENCH_ARGS="--quick --device cpu" or BENCH_ARGS="--case bn2d --dtype bf16".
 # Results go to benchmarks/results/<device>/ unless --out says otherwise.
 BENCH_ARGS ?=
-bench:
+bench: deps build
 	$(PYTHON) -m fusednorm.bench $(BENCH_ARGS)
 
-# Part of `make test`: every --quick case once on the CPU with a tiny time budget,
-# to show that the benchmark runs (no speed is asserted); output under $(BUILD_DIR).
-test: bench-smoke
-bench-smoke:
-	@mkdir -p $(BUILD_DIR)
-	$(PYTHON) -m fusednorm.bench --quick --device cpu --no-compile --min-run-time 0.001 --repeats 1 \
-	  --out $(BUILD_DIR)/bench-smoke > $(BUILD_DIR)/bench-smoke.log || { cat $(BUILD_DIR)/bench-smoke.log; exit 1; }
-	@tail -n 7 $(BUILD_DIR)/bench-smoke.log
+lint:
+	$(PYTHON) -m ruff check python tests
+	$(PYTHON) -m ruff format --check python tests
+
+format:
+	$(PYTHON) -m ruff format python tests
+	clang-format -i $$(find csrc tests/cpp examples -name '*.h' -o -name '*.cpp' -o -name '*.cu' -o -name '*.cuh')
+
+clean:
+	rm -rf $(BUILD_DIR) python/fusednorm/_C*.so python/fusednorm/include python/fusednorm/share *.egg-info python/*.egg-info

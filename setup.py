@@ -3,7 +3,9 @@ and a CUDA build of torch are present) CUDA kernels. It does not use the Python
 C API, so C++ programs link the very same file (see cmake/ and the README).
 
 FUSEDNORM_WITH_CUDA=0/1 forces the CUDA part off/on; by default it is built when
-torch is a CUDA build and nvcc is found.
+torch is a CUDA build and nvcc is found. FUSEDNORM_SKIP_EXTENSION=1 declares no
+extension at all: `make build` compiles the library in place with its own
+persistent build directory and uses pip only to register the package (editable).
 """
 
 import glob
@@ -62,8 +64,12 @@ def _extension():
         # No GPU to detect the architecture from (a build machine, CI): build for
         # Hopper, plus PTX that newer GPUs compile at load time.
         os.environ["TORCH_CUDA_ARCH_LIST"] = "9.0+PTX"
-    cxx_flags = ["-O3", "-std=c++20", "-fvisibility-inlines-hidden"] + _openmp_flags()
+    # -g0: Python's own CFLAGS ask for debug info, which doubles the compile time of
+    # these template-heavy files and is not what a release build ships.
+    cxx_flags = ["-O3", "-g0", "-std=c++20", "-fvisibility-inlines-hidden"] + _openmp_flags()
     nvcc_flags = ["-O3", "-std=c++20", "--expt-relaxed-constexpr", "-lineinfo"]
+    if os.environ.get("FUSEDNORM_PTXAS_VERBOSE") == "1":
+        nvcc_flags += ["-Xptxas", "-v"]  # registers, spills and shared memory per kernel, in the build log
     # BuildExtension defines Py_LIMITED_API itself for py_limited_api extensions.
     macros = []
     if with_cuda:
@@ -111,7 +117,7 @@ if __name__ == "__main__" or "setuptools" in sys.modules:
         version="0.1.0",
         packages=find_packages("python"),
         package_dir={"": "python"},
-        ext_modules=[_extension()],
+        ext_modules=[] if os.environ.get("FUSEDNORM_SKIP_EXTENSION") == "1" else [_extension()],
         cmdclass={"build_ext": BuildWithCMakePackage},
         package_data={"fusednorm": ["include/fusednorm/*.h", "share/cmake/FusedNorm/*.cmake"]},
         options={"bdist_wheel": {"py_limited_api": "cp39"}},

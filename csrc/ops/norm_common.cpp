@@ -128,7 +128,8 @@ std::vector<int64_t> StatLayout::shape() const { return {over_batch ? 1 : N, gro
 
 at::Tensor StatLayout::reduce(const at::Tensor& per_plane) const {
   const at::Tensor grouped = per_plane.expand({N, C}).reshape({N, groups, C / groups});
-  return over_batch ? grouped.sum({0, 2}, /*keepdim=*/true) : grouped.sum({2}, /*keepdim=*/true);
+  return over_batch ? grouped.sum(at::IntArrayRef{0, 2}, /*keepdim=*/true)
+                    : grouped.sum(at::IntArrayRef{2}, /*keepdim=*/true);
 }
 
 at::Tensor StatLayout::expand(const at::Tensor& stat) const {
@@ -426,7 +427,7 @@ NormActGrads host_backward_from_terms(const at::Tensor& grad_out, const ChannelV
     }
     if (want_prelu) {
       const at::Tensor per_channel =
-          (partial_prelu.defined() ? partial_prelu : at::zeros({N, C, 1}, options)).sum({0, 2});
+          (partial_prelu.defined() ? partial_prelu : at::zeros({N, C, 1}, options)).sum(at::IntArrayRef{0, 2});
       const at::Tensor& aw = *activation_weight;
       grad_act_weight = (aw.numel() == 1 ? per_channel.sum().reshape(aw.sizes()) : per_channel.reshape(aw.sizes()))
                             .to(aw.scalar_type());
@@ -579,7 +580,7 @@ NormActGrads backward_from_terms(const at::Tensor& grad_out, const ChannelView& 
     sum_g = partial_g.sum(2);
     sum_g_xc = partial_g_xc.sum(2);
     if (want_prelu) {
-      const at::Tensor per_channel = partial_prelu.sum({0, 2});
+      const at::Tensor per_channel = partial_prelu.sum(at::IntArrayRef{0, 2});
       const at::Tensor& aw = *activation_weight;
       grad_act_weight = (aw.numel() == 1 ? per_channel.sum().reshape(aw.sizes()) : per_channel.reshape(aw.sizes()))
                             .to(aw.scalar_type());

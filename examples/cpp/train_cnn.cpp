@@ -31,7 +31,7 @@ struct SmallCNNImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x) {
     const torch::Tensor h = stem->forward(x);
     const torch::Tensor block = bn2(conv2(bn1(conv1(h))), /*residual=*/h);  // leaky_relu(bn2(...) + h)
-    return head(block.mean({2, 3}));
+    return head(block.mean(torch::IntArrayRef{2, 3}));
   }
 
   torch::nn::Sequential stem{nullptr};

@@ -206,6 +206,7 @@ NORMS = {
     norm.key: norm
     for norm in (
         Norm("bn2d", "BatchNorm2d", "batch_norm", TWO_PASS, True, _build_batch_norm),
+        Norm("bn1d", "BatchNorm1d", "batch_norm", TWO_PASS, False, _build_batch_norm),
         Norm("ln", "LayerNorm", "layer_norm", ROW, False, _build_layer_norm),
         Norm("rms", "RMSNorm", "rms_norm", ROW, False, _build_rms_norm),
         Norm("gn32", "GroupNorm(32)", "group_norm", TWO_PASS, True, _build_group_norm),
@@ -263,6 +264,7 @@ FULL_FAMILIES = [
     ("bn2d", "relu", [(256, 64, 56, 56), (256, 256, 56, 56), (256, 2048, 7, 7)], (False,)),
     ("bn2d", "relu", [(256, 64, 56, 56)], (True,)),
     ("bn2d", "identity", [(256, 64, 56, 56)], (False,)),
+    ("bn1d", "relu", [(8192, 1024)], (False,)),
     ("ln", "gelu", [(8192, 4096), (32768, 1024)], (False,)),
     ("ln", "gelu", [(8192, 4096)], (True,)),
     ("rms", "silu", [(8192, 4096), (32768, 1024)], (False,)),
@@ -274,12 +276,38 @@ QUICK_FAMILIES = [
     ("bn2d", "relu", [(8, 64, 56, 56), (32, 512, 7, 7)], (False,)),
     ("bn2d", "relu", [(8, 64, 56, 56)], (True,)),
     ("bn2d", "identity", [(8, 64, 56, 56)], (False,)),
+    ("bn1d", "relu", [(4096, 256)], (False,)),
     ("ln", "gelu", [(1024, 1024)], (False,)),
     ("ln", "gelu", [(1024, 1024)], (True,)),
     ("rms", "silu", [(1024, 1024)], (False,)),
     ("gn32", "silu", [(8, 128, 32, 32)], (False,)),
     ("in2d", "identity", [(8, 32, 64, 64)], (False,)),
 ]
+
+
+# What `make gpu-check` measures in its short GPU window (--headline): bf16, one case
+# per design risk of the CUDA kernels (layouts, 7x7 planes, (N, C) input, long rows,
+# groups), most telling first, each forward and forward+backward.
+HEADLINE = [
+    ("bn2d", "relu", (256, 64, 56, 56), "cl", False),
+    ("ln", "gelu", (8192, 4096), "rows", False),
+    ("bn2d", "relu", (256, 64, 56, 56), "nchw", False),
+    ("rms", "silu", (8192, 4096), "rows", False),
+    ("gn32", "silu", (32, 256, 64, 64), "cl", False),
+    ("bn2d", "relu", (256, 2048, 7, 7), "cl", False),
+    ("bn1d", "relu", (8192, 1024), "rows", False),
+    ("bn2d", "relu", (256, 64, 56, 56), "cl", True),
+    ("in2d", "identity", (32, 64, 128, 128), "nchw", False),
+]
+
+
+def headline_cases(dtypes: Sequence[str] = ("bf16",)) -> list[Case]:
+    return [
+        Case(norm, activation, shape, dtype, layout, residual, mode)
+        for norm, activation, shape, layout, residual in HEADLINE
+        for dtype in dtypes
+        for mode in MODES
+    ]
 
 
 def define_cases(quick: bool = False, dtypes: Sequence[str] = ("fp32", "bf16")) -> list[Case]:
@@ -708,8 +736,22 @@ def write_plot(rows: Sequence[dict], path: str, title: str) -> Optional[str]:
     ax.set_yticklabels([r["case"] for r in measured], fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
+    # Powers of two from below the smallest to above the largest speedup, each labelled,
+    # and the value written at the end of every bar.
+    values = [v for v in eager + comp if v > 0]
+    low = 2.0 ** math.floor(math.log2(min(values + [1.0])))
+    high = 2.0 ** math.ceil(math.log2(max(values + [1.0])))
+    if high / low < 4:
+        low, high = low / 2, high * 2
+    ticks = [low * 2.0**i for i in range(int(round(math.log2(high / low))) + 1)]
+    ax.set_xlim(low, high * 1.6)
+    ax.set_xticks(ticks)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}x"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    for offset, series in ((-bar / 2, eager), (bar / 2, comp)):
+        for y, value in zip(ys, series):
+            if value > 0:
+                ax.text(value * 1.02, y + offset, f"{value:.2f}x", va="center", fontsize=6)
     ax.set_xlabel("speedup of the fused op (higher is better; log scale)")
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right", fontsize=8)
@@ -775,9 +817,11 @@ def run_cases(
     command: str = "",
     rounds: int = 1,
     notes: Sequence[str] = (),
+    time_budget: Optional[float] = None,
 ) -> list[dict]:
     """Runs the cases, printing a row as each finishes, then the table and summary;
-    writes results.csv, results.md and speedup.png to out_dir when given."""
+    writes results.csv, results.md and speedup.png to out_dir when given. With a
+    time budget (seconds), no further case starts once it is spent (the first always runs)."""
     clock = Clock(device, min_run_time)
     print(f"fusednorm benchmark on {_device_name(device)}, torch {torch.__version__}", file=stream)
     for note in notes:
@@ -790,6 +834,11 @@ def run_cases(
         row = run_case(case, device, clock, use_compile, rounds).row()
         rows.append(row)
         print(table_line(row), file=stream, flush=True)
+        left = len(cases) - len(rows)
+        if left and time_budget is not None and time.perf_counter() - started > time_budget:
+            print(f"time budget of {time_budget:.0f} s spent: {left} cases not run", file=stream)
+            notes = [*notes, f"time budget spent: {left} of {len(cases)} cases not run"]
+            break
     print(f"\n{len(rows)} cases in {time.perf_counter() - started:.0f} s. Final table:", file=stream)
     print(table_header(), file=stream)
     for row in rows:
@@ -846,7 +895,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="small CPU-sized shapes and short timing")
     parser.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
-    parser.add_argument("--dtype", type=_parse_dtypes, default=["fp32", "bf16"], help="comma list: fp32,bf16,fp16")
+    parser.add_argument("--dtype", type=_parse_dtypes, default=None, help="comma list: fp32,bf16,fp16")
     parser.add_argument("--case", action="append", help="keep cases whose name contains this (repeatable)")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile composite")
     parser.add_argument("--out", default=None, help="output directory (default: benchmarks/results/<device>/)")
@@ -854,13 +903,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--repeats", type=int, default=None, help="rounds of measurements per case, median taken (default: 3 on CPU)"
     )
+    parser.add_argument("--headline", action="store_true", help="the GPU check's short list of cases (bf16 by default)")
+    parser.add_argument("--time-budget", type=float, default=None, help="start no further case after this many seconds")
     parser.add_argument("--list", action="store_true", help="list the selected cases and exit")
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: CUDA is not available")
-    cases = select_cases(define_cases(args.quick, args.dtype), args.case)
+    if args.headline:
+        cases = headline_cases(args.dtype or ["bf16"])
+    else:
+        cases = define_cases(args.quick, args.dtype or ["fp32", "bf16"])
+    cases = select_cases(cases, args.case)
     if not cases:
         parser.error("no case matches the filters")
     if args.list:
@@ -869,7 +924,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     min_run_time = args.min_run_time
     if min_run_time is None:
-        min_run_time = 0.03 if args.quick else 0.25
+        min_run_time = 0.03 if args.quick else 0.1 if args.headline else 0.25
     rounds = args.repeats if args.repeats is not None else (3 if device.type == "cpu" else 1)
     malloc_note = None
     if device.type == "cpu" and keep_freed_memory():
@@ -884,6 +939,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         command=command.strip(),
         rounds=rounds,
         notes=[malloc_note] if malloc_note else [],
+        time_budget=args.time_budget,
     )
     return 0
 

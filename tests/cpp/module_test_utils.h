@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "test_device.h"
+
 namespace fusednorm_test {
 
 namespace nn = torch::nn;
@@ -122,9 +124,9 @@ void compare_with_reference(Fused& fused, Reference& reference, const ModuleActi
       prelu->weight.uniform_(0.05, 0.5);
     }
   }
-  reference->to(torch::kFloat64);
-  activation.ptr()->to(torch::kFloat64);
-  fused->to(torch::kFloat64);
+  reference->to(test_device(), torch::kFloat64);
+  activation.ptr()->to(test_device(), torch::kFloat64);
+  fused->to(test_device(), torch::kFloat64);
   copy_state(*reference, *fused);
   if (auto prelu = activation.ptr()->as<nn::PReLUImpl>()) {
     torch::NoGradGuard no_grad;
@@ -138,13 +140,12 @@ void compare_with_reference(Fused& fused, Reference& reference, const ModuleActi
   activation.ptr()->eval();  // RReLU: its mean slope (training mode is random, tested on its own)
 
   for (int step = 0; step < 2; ++step) {
-    const auto options = torch::TensorOptions().dtype(torch::kFloat64);
-    torch::Tensor x = torch::randn(run.shape, options) * 2 + 0.5;
+    torch::Tensor x = torch::randn(run.shape, options(torch::kFloat64)) * 2 + 0.5;
     if (run.channels_last) {
       x = x.contiguous(run.shape.size() == 4 ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::ChannelsLast3d);
     }
     x.requires_grad_();
-    torch::Tensor residual = torch::randn(run.shape, options).requires_grad_();
+    torch::Tensor residual = torch::randn(run.shape, options(torch::kFloat64)).requires_grad_();
     const torch::Tensor out = run.with_residual ? fused(x, residual) : fused(x);
     torch::Tensor z = reference(x);
     if (run.with_residual) {

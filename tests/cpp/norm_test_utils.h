@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "activation_cases.h"
+#include "test_device.h"
 
 namespace fusednorm_test {
 

@@ -20,7 +20,7 @@ TEST_P(BatchNormAct, MatchesATenForwardAndBackward) {
   const auto [case_index, channels_last, with_residual] = GetParam();
   const ActivationCase act = activation_cases().at(case_index);
   torch::manual_seed(0);
-  const auto options = torch::TensorOptions().dtype(torch::kFloat64);
+  const auto options = fusednorm_test::options(torch::kFloat64);
   torch::Tensor x = torch::randn({4, 5, 6, 7}, options) * 2 + 0.5;
   if (channels_last) {
     x = x.contiguous(torch::MemoryFormat::ChannelsLast);
@@ -60,7 +60,7 @@ INSTANTIATE_TEST_SUITE_P(AllActivations, BatchNormAct,
                                             ::testing::Bool(), ::testing::Bool()));
 
 TEST(BatchNormActEval, UsesRunningStatistics) {
-  const auto options = torch::TensorOptions().dtype(torch::kFloat32);
+  const auto options = fusednorm_test::options(torch::kFloat32);
   const torch::Tensor x = torch::randn({3, 4, 5}, options);
   const torch::Tensor running_mean = torch::randn({4}, options), running_var = torch::rand({4}, options) + 0.5;
   auto [out, mean, invstd] = fusednorm::batch_norm_act(x, std::nullopt, std::nullopt, running_mean, running_var,

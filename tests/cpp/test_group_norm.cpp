@@ -17,7 +17,7 @@ using fusednorm_test::activation_cases;
 using fusednorm_test::ActivationCase;
 using fusednorm_test::expect_same_gradients;
 
-const auto kDouble = torch::TensorOptions().dtype(torch::kFloat64);
+const auto kDouble = fusednorm_test::options(torch::kFloat64);
 
 torch::Tensor make_input(std::vector<int64_t> shape, bool channels_last) {
   torch::Tensor x = torch::randn(shape, kDouble) * 2 + 0.5;

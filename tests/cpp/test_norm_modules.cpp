@@ -158,8 +158,8 @@ TEST(LayerNormModule, WeightWithoutBias) {
     torch::NoGradGuard no_grad;
     fused->weight.uniform_(0.5, 1.5);
   }
-  const torch::Tensor x = torch::randn({3, 5, 7}, torch::kFloat64).requires_grad_();
-  fused->to(torch::kFloat64);
+  const torch::Tensor x = torch::randn({3, 5, 7}, options(torch::kFloat64)).requires_grad_();
+  fused->to(test_device(), torch::kFloat64);
   const torch::Tensor out = fused(x);
   const torch::Tensor expected = torch::gelu(torch::layer_norm(x, {7}, fused->weight, {}, 1e-5));
   expect_close(out, expected, "output");

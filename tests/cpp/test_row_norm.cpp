@@ -9,13 +9,14 @@
 #include <vector>
 
 #include "activation_cases.h"
+#include "test_device.h"
 
 namespace {
 
 using fusednorm_test::activation_cases;
 using fusednorm_test::ActivationCase;
 
-const auto kDouble = torch::TensorOptions().dtype(torch::kFloat64);
+const auto kDouble = fusednorm_test::options(torch::kFloat64);
 
 // An input and its normalized_shape: a norm over the last dim, and over the last two.
 struct ShapeCase {

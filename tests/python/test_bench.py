@@ -84,6 +84,30 @@ def test_full_case_list_covers_the_issue():
     assert {c.norm for c in bench.define_cases(quick=True)} == set(bench.NORMS)
 
 
+def test_headline_cases_are_the_gpu_checks_list():
+    cases = bench.headline_cases()
+    assert len(cases) == 2 * len(bench.HEADLINE) and {c.dtype for c in cases} == {"bf16"}
+    names = [c.name for c in cases]
+    assert names[:2] == ["bn2d+relu 256x64x56x56 bf16 cl fwd", "bn2d+relu 256x64x56x56 bf16 cl fwd+bwd"]
+    assert "bn1d+relu 8192x1024 bf16 fwd+bwd" in names and "ln+gelu 8192x4096 bf16 fwd" in names
+
+
+def test_time_budget_stops_starting_cases(tmp_path):
+    cases = bench.select_cases(bench.define_cases(quick=True, dtypes=["fp32"]), ["bn1d"])
+    out = io.StringIO()
+    rows = bench.run_cases(
+        cases,
+        torch.device("cpu"),
+        use_compile=False,
+        min_run_time=0.001,
+        out_dir=str(tmp_path),
+        stream=out,
+        time_budget=0.0,
+    )
+    assert len(rows) == 1 < len(cases)
+    assert f"{len(cases) - 1} cases not run" in out.getvalue()
+
+
 def test_case_filters():
     quick = bench.define_cases(quick=True)
     selected = bench.select_cases(quick, ["gn32", "in2d"])
