@@ -4,6 +4,7 @@ constructor and state_dict, plus a keyword ``activation`` and an optional
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Optional
@@ -38,6 +39,18 @@ class _FusedActivationMixin:
 
     def _activation_repr(self) -> str:
         return "" if isinstance(self.activation, nn.Identity) else f", activation={self.activation}"
+
+    def _init_norm(self, torch_class: type, *args, **norm_kwargs) -> None:
+        """torch_class.__init__(*args, **norm_kwargs), where norm_kwargs are keywords newer
+        torch versions add. ``bias=False`` works on every supported torch: the batch,
+        instance and group norms of torch 2.11 predate it, so there the module gets the
+        state newer versions give (a weight, no bias parameter)."""
+        drop_bias = "bias" not in inspect.signature(torch_class.__init__).parameters and not norm_kwargs.pop(
+            "bias", True
+        )
+        torch_class.__init__(self, *args, **norm_kwargs)
+        if drop_bias and self.bias is not None:
+            self.register_parameter("bias", None)
 
     def _fx_leaf_call(self, input: Tensor, residual: Optional[Tensor]) -> Optional[Tensor]:
         """Under torch.fx symbolic tracing, records this module as one ``call_module``
@@ -82,8 +95,17 @@ class _FusedBatchNorm(_FusedActivationMixin, nn.modules.batchnorm._BatchNorm):
         activation: ActivationLike = None,
         **norm_kwargs,
     ) -> None:
-        # norm_kwargs: keywords newer torch versions add (e.g. bias=False in 2.14).
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **norm_kwargs)
+        self._init_norm(
+            nn.modules.batchnorm._BatchNorm,
+            num_features,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            device,
+            dtype,
+            **norm_kwargs,
+        )
         self._init_activation(activation, num_features)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
@@ -139,7 +161,7 @@ class GroupNorm(_FusedActivationMixin, nn.GroupNorm):
         activation: ActivationLike = None,
         **norm_kwargs,
     ) -> None:
-        super().__init__(num_groups, num_channels, eps, affine, device, dtype, **norm_kwargs)
+        self._init_norm(nn.GroupNorm, num_groups, num_channels, eps, affine, device, dtype, **norm_kwargs)
         self._init_activation(activation, num_channels)
 
     def forward(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:
@@ -168,7 +190,17 @@ class _FusedInstanceNorm(_FusedActivationMixin, nn.modules.instancenorm._Instanc
         activation: ActivationLike = None,
         **norm_kwargs,
     ) -> None:
-        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, **norm_kwargs)
+        self._init_norm(
+            nn.modules.instancenorm._InstanceNorm,
+            num_features,
+            eps,
+            momentum,
+            affine,
+            track_running_stats,
+            device,
+            dtype,
+            **norm_kwargs,
+        )
         self._init_activation(activation, num_features)
 
     def _apply_instance_norm(self, input: Tensor, residual: Optional[Tensor] = None) -> Tensor:

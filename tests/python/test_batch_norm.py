@@ -187,6 +187,21 @@ def test_state_dict_round_trip_with_torch(device):
     torch.testing.assert_close(fused(x), F.silu(ref(x)))
 
 
+@pytest.mark.parametrize("fused_cls", [fusednorm.nn.BatchNorm2d, fusednorm.nn.InstanceNorm2d])
+def test_module_without_bias(device, fused_cls):
+    """bias=False as torch 2.12+ takes it, on every supported torch (2.11's classes predate it)."""
+    fused = fused_cls(4, affine=True, bias=False, activation="relu").to(device)
+    assert fused.bias is None and "bias" not in fused.state_dict() and "weight" in fused.state_dict()
+    with torch.no_grad():
+        fused.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 4, 5, 5, device=device)
+    if fused_cls is fusednorm.nn.BatchNorm2d:
+        expected = F.batch_norm(x, None, None, fused.weight, None, training=True)
+    else:
+        expected = F.instance_norm(x, weight=fused.weight)
+    torch.testing.assert_close(fused(x), torch.relu(expected))
+
+
 def test_prelu_module_is_a_trained_submodule(device):
     prelu = nn.PReLU(4, init=0.1)
     bn = fusednorm.nn.BatchNorm2d(4, activation=prelu).to(device)
