@@ -116,3 +116,10 @@ bench-smoke:
 	$(PYTHON) -m fusednorm.bench --quick --device cpu --no-compile --min-run-time 0.001 --repeats 1 \
 	  --out $(BUILD_DIR)/bench-smoke > $(BUILD_DIR)/bench-smoke.log || { cat $(BUILD_DIR)/bench-smoke.log; exit 1; }
 	@tail -n 7 $(BUILD_DIR)/bench-smoke.log
+
+# ---- CUDA emulator (tests/emu, issue 10) --------------------------------------
+# Every CUDA kernel, forward and backward, and the op stack on the CUDA path run
+# on the CPU under sanitizer-like checks; `make traffic-report` writes the
+# emulated memory-traffic figures. Needs g++ and the CUDA toolkit's headers only.
+include tests/emu/emu.mk
+test: emu-test

@@ -1,0 +1,467 @@
+// The access checks: compute-sanitizer and Nsight Compute stand-ins.
+//
+// Kernel translation units are compiled with gcc's
+//   -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0
+// which makes every load and store call __asan_{load,store}N_noabort(address)
+// before it happens; this file implements those callbacks (no ASan runtime is
+// involved). Each access of a running CUDA thread is classified:
+//   its own stack (local memory)      ignored;
+//   a __shared__ variable             race check (racecheck), uninitialised-read
+//                                     check (shared memory is poisoned per block),
+//                                     bounds of the dynamic buffer, alignment;
+//   a device allocation               bounds (redzones), alignment, traffic:
+//                                     bytes, and warp requests -> 32-byte sectors;
+//   the module's own data             ignored (constant tables, the emulator);
+//   anything else                     an access outside device memory.
+// Warp requests: the k-th execution of one instruction (return address) by the
+// lanes of a warp is one request, as the lanes of a converged warp issue it
+// together.
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "internal.h"
+
+namespace emu::detail {
+
+const bool kChecksEnabled = true;
+
+namespace {
+
+// ---- Per-thread instruction counts (for grouping lanes into warp requests) ----
+struct SiteTable {
+  struct Entry {
+    uintptr_t pc = 0;
+    uint32_t generation = 0;
+    uint32_t count = 0;
+  };
+  std::vector<Entry> entries = std::vector<Entry>(64);
+  uint32_t generation = 1;
+  std::size_t used = 0;
+
+  void reset() {
+    ++generation;
+    used = 0;
+  }
+  uint32_t next(uintptr_t pc) {
+    if (used * 2 >= entries.size()) {
+      grow();
+    }
+    std::size_t mask = entries.size() - 1;
+    for (std::size_t i = (pc >> 2) * 0x9E3779B97F4A7C15ull >> 40 & mask;; i = (i + 1) & mask) {
+      Entry& e = entries[i];
+      if (e.generation != generation) {
+        e = {pc, generation, 1};
+        ++used;
+        return 0;
+      }
+      if (e.pc == pc) {
+        return e.count++;
+      }
+    }
+  }
+  void grow() {
+    std::vector<Entry> old;
+    old.swap(entries);
+    entries.assign(old.size() * 2, Entry{});
+    const std::size_t mask = entries.size() - 1;
+    for (const Entry& e : old) {
+      if (e.generation != generation) {
+        continue;
+      }
+      for (std::size_t i = (e.pc >> 2) * 0x9E3779B97F4A7C15ull >> 40 & mask;; i = (i + 1) & mask) {
+        if (entries[i].generation != generation) {
+          entries[i] = e;
+          break;
+        }
+      }
+    }
+  }
+};
+
+// ---- Shared-memory shadow: per byte, the last writer and reader of the
+// current barrier interval and the block that initialised it. ----
+struct ByteShadow {
+  uint32_t w_epoch = 0;
+  uint32_t r_epoch = 0;
+  uint64_t init_serial = 0;
+  uintptr_t w_pc = 0;
+  uintptr_t r_pc = 0;
+  uint16_t w_tid = 0;
+  uint16_t r_tid = 0;
+  uint32_t w_wsync = 0;
+  uint32_t r_wsync = 0;
+  bool r_multi = false;
+};
+constexpr std::size_t kChunk = 64;
+using Chunk = std::array<ByteShadow, kChunk>;
+
+struct VarShadow {
+  std::vector<std::unique_ptr<Chunk>> chunks;
+  uint64_t poisoned_serial = 0;  // block that last poisoned the variable
+};
+
+// A warp request being collected: the lanes' addresses of one instruction's k-th execution.
+struct RequestKey {
+  uintptr_t pc;
+  uint32_t warp;
+  uint32_t k;
+  bool operator==(const RequestKey& o) const { return pc == o.pc && warp == o.warp && k == o.k; }
+};
+struct RequestKeyHash {
+  std::size_t operator()(const RequestKey& k) const {
+    return std::hash<uintptr_t>()(k.pc) ^ (std::size_t{k.warp} << 40) ^ (std::size_t{k.k} * 0x9E3779B97F4A7C15ull);
+  }
+};
+struct Request {
+  uint32_t lanes = 0;
+  uint32_t size = 0;
+  std::array<uintptr_t, 32> address{};
+};
+
+}  // namespace
+
+struct FiberChecks {
+  SiteTable sites;
+};
+
+struct BlockChecks {
+  std::vector<VarShadow> vars;  // by module shared-variable index
+  std::unordered_map<RequestKey, Request, RequestKeyHash> requests;
+};
+
+namespace {
+
+// Per launch: deduplication of reports and the cached allocation.
+struct LaunchChecks {
+  std::set<std::tuple<int, uintptr_t, uintptr_t>> reported;
+  Allocation last{};
+  bool has_last = false;
+};
+thread_local LaunchChecks t_launch;
+
+bool first_report(Check c, uintptr_t a, uintptr_t b) {
+  return t_launch.reported.emplace(static_cast<int>(c), a, b).second;
+}
+
+std::string hex(uintptr_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "0x%" PRIxPTR, v);
+  return buf;
+}
+
+bool lookup_allocation(uintptr_t address, Allocation& out) {
+  LaunchChecks& lc = t_launch;
+  if (lc.has_last && address >= lc.last.begin - lc.last.redzone && address < lc.last.end + lc.last.redzone) {
+    out = lc.last;
+    return true;
+  }
+  if (!find_allocation(address, out)) {
+    return false;
+  }
+  lc.last = out;
+  lc.has_last = true;
+  return true;
+}
+
+bool in_module(const ModuleInfo& m, const ThreadShared& ts, uintptr_t address) {
+  if (address >= ts.tls_lo && address < ts.tls_hi) {
+    return true;
+  }
+  for (const auto& [begin, end] : m.segments) {
+    if (address >= begin && address < end) {
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string tid_string(const Block& b, int linear) {
+  const uint3 t = b.fibers[linear].tid;
+  return "(" + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+}
+
+ByteShadow& shadow_byte(Block& b, int var, std::size_t offset) {
+  BlockChecks& bc = *b.checks;
+  if (bc.vars.size() <= static_cast<std::size_t>(var)) {
+    bc.vars.resize(var + 1);
+  }
+  VarShadow& vs = bc.vars[var];
+  const std::size_t ci = offset / kChunk;
+  if (vs.chunks.size() <= ci) {
+    vs.chunks.resize(ci + 1);
+  }
+  if (!vs.chunks[ci]) {
+    vs.chunks[ci] = std::make_unique<Chunk>();
+  }
+  return (*vs.chunks[ci])[offset % kChunk];
+}
+
+void shared_access(Fiber& f, const SharedRange& r, uintptr_t address, std::size_t size, bool write, uintptr_t pc,
+                   bool atomic) {
+  Block& b = *f.block;
+  Grid& g = *b.grid;
+  const SharedVar& var = g.kernel->module->shared[r.var];
+  std::size_t limit = r.end - r.begin;
+  if (var.dynamic) {
+    limit = g.config.shared_bytes;
+  }
+  const std::size_t offset = address - r.begin;
+  if (offset + size > limit) {
+    report(Check::kOutOfBounds, true,
+           std::string(write ? "write" : "read") + " of " + std::to_string(size) + " bytes at byte " +
+               std::to_string(offset) + " of " + var.name + " (" + std::to_string(limit) + " bytes" +
+               (var.dynamic ? " requested at launch" : "") + ") at " + symbolize(pc));
+  }
+  if (size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
+    report(Check::kMisaligned, true,
+           std::to_string(size) + "-byte shared access at " + hex(address) + " (" + var.name + " + " +
+               std::to_string(offset) + ") at " + symbolize(pc));
+  }
+  // Lazy poisoning: the first touch of a variable in a block fills it with 0xff
+  // (NaN for floats), as shared memory starts undefined.
+  BlockChecks& bc = *b.checks;
+  if (bc.vars.size() <= static_cast<std::size_t>(r.var)) {
+    bc.vars.resize(r.var + 1);
+  }
+  if (bc.vars[r.var].poisoned_serial != b.serial) {
+    std::memset(reinterpret_cast<void*>(r.begin), 0xff, limit);
+    bc.vars[r.var].poisoned_serial = b.serial;
+  }
+  const uint32_t epoch = b.epoch;
+  const auto tid = static_cast<uint16_t>(f.linear);
+  const uint32_t wsync = b.warps[f.warp].syncs;
+  // A __syncwarp of the warp since the other access orders it before this one.
+  auto ordered = [&](uint16_t other, uint32_t other_wsync) {
+    return other / 32 == f.linear / 32 && b.warps[f.warp].syncs != other_wsync;
+  };
+  for (std::size_t i = 0; i < size; ++i) {
+    ByteShadow& s = shadow_byte(b, r.var, offset + i);
+    if (atomic) {
+      // Atomics neither race with each other nor count as plain accesses.
+      if (s.init_serial != b.serial && first_report(Check::kUninitialized, pc, 0)) {
+        report(Check::kUninitialized, false,
+               "atomic on uninitialised " + var.name + " byte " + std::to_string(offset + i) + " at " + symbolize(pc));
+      }
+      s.init_serial = b.serial;
+      continue;
+    }
+    if (write) {
+      if (s.w_epoch == epoch && s.w_tid != tid && !ordered(s.w_tid, s.w_wsync) &&
+          first_report(Check::kRace, pc, s.w_pc)) {
+        report(Check::kRace, false,
+               "write-after-write hazard on " + var.name + " byte " + std::to_string(offset + i) + ": thread " +
+                   tid_string(b, tid) + " writes at " + symbolize(pc) + ", thread " + tid_string(b, s.w_tid) +
+                   " wrote at " + symbolize(s.w_pc) + " in the same barrier interval");
+      }
+      if (s.r_epoch == epoch && (s.r_tid != tid || s.r_multi) && !ordered(s.r_tid, s.r_wsync) &&
+          first_report(Check::kRace, pc, s.r_pc)) {
+        report(Check::kRace, false,
+               "write-after-read hazard on " + var.name + " byte " + std::to_string(offset + i) + ": thread " +
+                   tid_string(b, tid) + " writes at " + symbolize(pc) + ", thread " + tid_string(b, s.r_tid) +
+                   " read at " + symbolize(s.r_pc) + " in the same barrier interval");
+      }
+      s.w_epoch = epoch;
+      s.w_tid = tid;
+      s.w_wsync = wsync;
+      s.w_pc = pc;
+      s.init_serial = b.serial;
+    } else {
+      if (s.init_serial != b.serial && first_report(Check::kUninitialized, pc, 0)) {
+        report(Check::kUninitialized, false,
+               "read of uninitialised " + var.name + " byte " + std::to_string(offset + i) + " by thread " +
+                   tid_string(b, tid) + " at " + symbolize(pc));
+      }
+      if (s.w_epoch == epoch && s.w_tid != tid && !ordered(s.w_tid, s.w_wsync) &&
+          first_report(Check::kRace, pc, s.w_pc)) {
+        report(Check::kRace, false,
+               "read-after-write hazard on " + var.name + " byte " + std::to_string(offset + i) + ": thread " +
+                   tid_string(b, tid) + " reads at " + symbolize(pc) + ", thread " + tid_string(b, s.w_tid) +
+                   " wrote at " + symbolize(s.w_pc) + " in the same barrier interval");
+      }
+      if (s.r_epoch != epoch) {
+        s.r_epoch = epoch;
+        s.r_tid = tid;
+        s.r_multi = false;
+      } else if (s.r_tid != tid) {
+        s.r_multi = true;
+        s.r_tid = tid;
+      }
+      s.r_wsync = wsync;
+      s.r_pc = pc;
+    }
+  }
+}
+
+void global_access(Fiber& f, const Allocation& a, uintptr_t address, std::size_t size, bool write, uintptr_t pc,
+                   bool atomic) {
+  if (address < a.begin || address + size > a.end) {
+    const bool before = address < a.begin;
+    report(Check::kOutOfBounds, true,
+           std::string(write ? "write" : "read") + " of " + std::to_string(size) + " bytes at " + hex(address) + ", " +
+               std::to_string(before ? a.begin - address : address + size - a.end) + " bytes " +
+               (before ? "before" : "past the end of") + " a " + std::to_string(a.end - a.begin) +
+               "-byte allocation (" + a.what + ") at " + symbolize(pc));
+  }
+  if (size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
+    report(Check::kMisaligned, true,
+           std::to_string(size) + "-byte global access at " + hex(address) + " (offset " +
+               std::to_string(address - a.begin) + " in its allocation) at " + symbolize(pc));
+  }
+  Grid& g = *f.block->grid;
+  LaunchRecord& rec = g.record;
+  (write || atomic ? rec.bytes_written : rec.bytes_read) += size;
+  if (atomic) {
+    rec.bytes_read += size;
+    ++rec.atomics;
+  }
+  const uint32_t k = f.checks->sites.next(pc);
+  Request& req = f.block->checks->requests[RequestKey{pc, static_cast<uint32_t>(f.warp), k}];
+  req.lanes |= 1u << f.lane;
+  req.size = static_cast<uint32_t>(size);
+  req.address[f.lane] = address;
+}
+
+void access(uintptr_t address, std::size_t size, bool write, uintptr_t pc, bool atomic = false) {
+  Fiber* f = t_fiber;
+  if (f == nullptr || f->in_runtime) {
+    return;  // host code of a kernel translation unit, or the emulator's own
+  }
+  const RuntimeScope scope;
+  if (address - reinterpret_cast<uintptr_t>(f->stack) < f->stack_size) {
+    return;  // the thread's local memory
+  }
+  Grid& g = *f->block->grid;
+  const ThreadShared& ts = *g.shared;
+  if (const SharedRange* r = find_shared(ts, address)) {
+    shared_access(*f, *r, address, size, write, pc, atomic);
+    return;
+  }
+  Allocation a;
+  if (lookup_allocation(address, a)) {
+    global_access(*f, a, address, size, write, pc, atomic);
+    return;
+  }
+  if (in_module(*g.kernel->module, ts, address)) {
+    return;
+  }
+  if (options().unknown_memory_is_error) {
+    report(Check::kUnknownMemory, true,
+           std::string(write ? "write" : "read") + " of " + std::to_string(size) + " bytes at " + hex(address) +
+               ", which is neither shared memory, nor a device allocation, nor the thread's stack, at " +
+               symbolize(pc));
+  }
+}
+
+}  // namespace
+
+void checks_launch_begin(Grid&) { t_launch = LaunchChecks{}; }
+
+void checks_launch_end(Grid&) {}
+
+void checks_block_begin(Block& b) {
+  if (b.checks == nullptr) {
+    b.checks = new BlockChecks;
+  }
+  b.checks->requests.clear();
+}
+
+void checks_fiber_begin(Fiber& f) {
+  if (f.checks == nullptr) {
+    f.checks = new FiberChecks;
+  }
+  f.checks->sites.reset();
+}
+
+// Sectors of the block's warp requests: distinct 32-byte sectors the lanes
+// touch, against the fewest that could hold the distinct bytes they ask for.
+void checks_block_end(Block& b) {
+  if (b.checks == nullptr) {
+    return;
+  }
+  LaunchRecord& rec = b.grid->record;
+  std::vector<std::pair<uintptr_t, uintptr_t>> ranges;
+  std::vector<uintptr_t> sectors;
+  for (const auto& [key, req] : b.checks->requests) {
+    ranges.clear();
+    sectors.clear();
+    for (int lane = 0; lane < 32; ++lane) {
+      if ((req.lanes >> lane) & 1u) {
+        const uintptr_t a = req.address[lane];
+        ranges.emplace_back(a, a + req.size);
+        for (uintptr_t s = a >> 5; s <= (a + req.size - 1) >> 5; ++s) {
+          sectors.push_back(s);
+        }
+      }
+    }
+    std::sort(ranges.begin(), ranges.end());
+    uint64_t unique = 0;
+    uintptr_t covered = 0;
+    for (const auto& [lo, hi] : ranges) {
+      const uintptr_t from = std::max(lo, covered);
+      if (hi > from) {
+        unique += hi - from;
+      }
+      covered = std::max(covered, hi);
+    }
+    std::sort(sectors.begin(), sectors.end());
+    const uint64_t touched = static_cast<uint64_t>(std::unique(sectors.begin(), sectors.end()) - sectors.begin());
+    rec.requests += 1;
+    rec.sectors += touched;
+    rec.ideal_sectors += (unique + 31) / 32;
+  }
+  b.checks->requests.clear();
+}
+
+void checks_atomic(void* address, std::size_t bytes, const Site& site) {
+  // Atomics are grouped into requests by their source line.
+  const uintptr_t pc = reinterpret_cast<uintptr_t>(site.file_name()) ^ (uintptr_t{site.line()} << 1);
+  t_fiber->in_runtime = false;  // the atomic itself is the kernel's access
+  access(reinterpret_cast<uintptr_t>(address), bytes, true, pc, true);
+  t_fiber->in_runtime = true;
+}
+
+}  // namespace emu::detail
+
+// ---------------------------------------------------------------------------
+// The callbacks gcc's kernel-address instrumentation calls.
+
+#define EMU_CALLBACKS(N)                                                                        \
+  extern "C" void __asan_load##N##_noabort(uintptr_t a) {                                       \
+    emu::detail::access(a, N, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
+  }                                                                                             \
+  extern "C" void __asan_store##N##_noabort(uintptr_t a) {                                      \
+    emu::detail::access(a, N, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));  \
+  }                                                                                             \
+  extern "C" void __asan_load##N(uintptr_t a) {                                                 \
+    emu::detail::access(a, N, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
+  }                                                                                             \
+  extern "C" void __asan_store##N(uintptr_t a) {                                                \
+    emu::detail::access(a, N, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));  \
+  }
+
+EMU_CALLBACKS(1)
+EMU_CALLBACKS(2)
+EMU_CALLBACKS(4)
+EMU_CALLBACKS(8)
+EMU_CALLBACKS(16)
+
+extern "C" void __asan_loadN_noabort(uintptr_t a, uintptr_t n) {
+  emu::detail::access(a, n, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" void __asan_storeN_noabort(uintptr_t a, uintptr_t n) {
+  emu::detail::access(a, n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" void __asan_loadN(uintptr_t a, uintptr_t n) {
+  emu::detail::access(a, n, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" void __asan_storeN(uintptr_t a, uintptr_t n) {
+  emu::detail::access(a, n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+}
+extern "C" void __asan_handle_no_return() {}
+// Initialisation-order checking of globals: nothing to do here.
+extern "C" void __asan_before_dynamic_init(const char*) {}
+extern "C" void __asan_after_dynamic_init() {}
