@@ -38,9 +38,9 @@ EMU_BASE_FLAGS := -std=c++20 -g -fPIC -MMD -MP -Wall -Wno-unknown-pragmas -I$(EM
 # access in the source stays one access of its size (a 16-byte Pack load stays
 # one 16-byte load), so the traffic counters see the requests nvcc would issue.
 EMU_DEVICE_FLAGS := -x c++ -include cuda_emu.h -O2 -fno-tree-vectorize -fno-store-merging -fno-tree-sra
-# Check build: every load/store calls runtime/checks.cpp (no ASan runtime).
-EMU_CHECK_FLAGS := -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0 \
-  --param asan-stack=0 --param asan-globals=0 --param asan-use-after-return=0 -fno-omit-frame-pointer
+# Check build: every load/store calls runtime/checks.cpp (ThreadSanitizer's
+# instrumentation, without its runtime).
+EMU_CHECK_FLAGS := -fsanitize=thread --param tsan-instrument-func-entry-exit=0 -fno-omit-frame-pointer
 # ASan+UBSan build of the same code (the C++ programs only).
 EMU_ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 
@@ -141,7 +141,10 @@ $(EMU_LIB): $(EMU_CHECK_KERNEL_OBJS) $(EMU_ADAPTER_OBJS) $(EMU_CHECK_RUNTIME_OBJ
 -include $(shell find $(EMU_BUILD) -name '*.d' 2>/dev/null)
 
 # ---- running ----------------------------------------------------------------
-emu-test: emu-build
+# Builds with $(EMU_JOBS) jobs whatever -j make was given; then runs the steps
+# two at a time (run_emu_tests.py --jobs).
+emu-test:
+	$(MAKE) --no-print-directory -j$(EMU_JOBS) emu-build
 	$(PYTHON) $(EMU_DIR)/run_emu_tests.py --build $(EMU_BUILD) --lib $(EMU_LIB)
 
 traffic-report: emu-lib

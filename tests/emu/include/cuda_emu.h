@@ -62,7 +62,7 @@
 
 // Functions of this header that are instantiated in kernel translation units
 // but must not be seen by the access checks (they move the emulator's own data).
-#define EMU_UNCHECKED __attribute__((no_sanitize("kernel-address"), noinline))
+#define EMU_UNCHECKED __attribute__((no_sanitize("thread", "address"), noinline))
 
 namespace emu {
 

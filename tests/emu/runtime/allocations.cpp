@@ -45,6 +45,18 @@ bool find_allocation(uintptr_t address, Allocation& out) {
 }
 
 void* device_malloc(std::size_t bytes, const char* what) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's own redzones guard the exact size.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, bytes == 0 ? 1 : bytes) != 0) {
+    return nullptr;
+  }
+  if (options().poison_allocations) {
+    std::memset(p, 0xff, bytes);
+  }
+  add(reinterpret_cast<uintptr_t>(p), bytes, 0, what);
+  return p;
+#else
   // 256-byte alignment, as cudaMalloc's: the user range starts 256 bytes into
   // the block, the last kRedzone bytes of that padding being the front redzone.
   static_assert(kRedzone <= 256, "the redzone must fit the alignment padding");
@@ -59,6 +71,7 @@ void* device_malloc(std::size_t bytes, const char* what) {
   }
   add(reinterpret_cast<uintptr_t>(user), bytes, kRedzone, what);
   return user;
+#endif
 }
 
 void device_free(void* p) {
@@ -70,7 +83,11 @@ void device_free(void* p) {
     std::unique_lock<std::shared_mutex> lock(g_mutex);
     g_allocations.erase(user);
   }
+#if defined(__SANITIZE_ADDRESS__)
+  std::free(p);
+#else
   std::free(static_cast<unsigned char*>(p) - 256);
+#endif
 }
 
 }  // namespace emu::detail

@@ -1,9 +1,9 @@
 // The access checks: compute-sanitizer and Nsight Compute stand-ins.
 //
 // Kernel translation units are compiled with gcc's
-//   -fsanitize=kernel-address --param asan-instrumentation-with-call-threshold=0
-// which makes every load and store call __asan_{load,store}N_noabort(address)
-// before it happens; this file implements those callbacks (no ASan runtime is
+//   -fsanitize=thread --param tsan-instrument-func-entry-exit=0
+// which makes every load and store call __tsan_{read,write}N(address) before it
+// happens; this file implements those callbacks (no sanitizer runtime is
 // involved). Each access of a running CUDA thread is classified:
 //   its own stack (local memory)      ignored;
 //   a __shared__ variable             race check (racecheck), uninitialised-read
@@ -201,7 +201,7 @@ ByteShadow& shadow_byte(Block& b, int var, std::size_t offset) {
 }
 
 void shared_access(Fiber& f, const SharedRange& r, uintptr_t address, std::size_t size, bool write, uintptr_t pc,
-                   bool atomic) {
+                   bool atomic, bool unaligned) {
   Block& b = *f.block;
   Grid& g = *b.grid;
   const SharedVar& var = g.kernel->module->shared[r.var];
@@ -216,7 +216,7 @@ void shared_access(Fiber& f, const SharedRange& r, uintptr_t address, std::size_
                std::to_string(offset) + " of " + var.name + " (" + std::to_string(limit) + " bytes" +
                (var.dynamic ? " requested at launch" : "") + ") at " + symbolize(pc));
   }
-  if (size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
+  if (!unaligned && size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
     report(Check::kMisaligned, true,
            std::to_string(size) + "-byte shared access at " + hex(address) + " (" + var.name + " + " +
                std::to_string(offset) + ") at " + symbolize(pc));
@@ -297,7 +297,7 @@ void shared_access(Fiber& f, const SharedRange& r, uintptr_t address, std::size_
 }
 
 void global_access(Fiber& f, const Allocation& a, uintptr_t address, std::size_t size, bool write, uintptr_t pc,
-                   bool atomic) {
+                   bool atomic, bool unaligned) {
   if (address < a.begin || address + size > a.end) {
     const bool before = address < a.begin;
     report(Check::kOutOfBounds, true,
@@ -306,7 +306,7 @@ void global_access(Fiber& f, const Allocation& a, uintptr_t address, std::size_t
                (before ? "before" : "past the end of") + " a " + std::to_string(a.end - a.begin) +
                "-byte allocation (" + a.what + ") at " + symbolize(pc));
   }
-  if (size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
+  if (!unaligned && size > 1 && size <= 16 && (size & (size - 1)) == 0 && address % size != 0) {
     report(Check::kMisaligned, true,
            std::to_string(size) + "-byte global access at " + hex(address) + " (offset " +
                std::to_string(address - a.begin) + " in its allocation) at " + symbolize(pc));
@@ -325,7 +325,8 @@ void global_access(Fiber& f, const Allocation& a, uintptr_t address, std::size_t
   req.address[f.lane] = address;
 }
 
-void access(uintptr_t address, std::size_t size, bool write, uintptr_t pc, bool atomic = false) {
+void access(uintptr_t address, std::size_t size, bool write, uintptr_t pc, bool atomic = false,
+            bool unaligned = false) {
   Fiber* f = t_fiber;
   if (f == nullptr || f->in_runtime) {
     return;  // host code of a kernel translation unit, or the emulator's own
@@ -337,12 +338,12 @@ void access(uintptr_t address, std::size_t size, bool write, uintptr_t pc, bool 
   Grid& g = *f->block->grid;
   const ThreadShared& ts = *g.shared;
   if (const SharedRange* r = find_shared(ts, address)) {
-    shared_access(*f, *r, address, size, write, pc, atomic);
+    shared_access(*f, *r, address, size, write, pc, atomic, unaligned);
     return;
   }
   Allocation a;
   if (lookup_allocation(address, a)) {
-    global_access(*f, a, address, size, write, pc, atomic);
+    global_access(*f, a, address, size, write, pc, atomic, unaligned);
     return;
   }
   if (in_module(*g.kernel->module, ts, address)) {
@@ -427,41 +428,92 @@ void checks_atomic(void* address, std::size_t bytes, const Site& site) {
 }  // namespace emu::detail
 
 // ---------------------------------------------------------------------------
-// The callbacks gcc's kernel-address instrumentation calls.
+// The callbacks of gcc's -fsanitize=thread instrumentation (no TSan runtime is
+// linked: these are the whole of it). ThreadSanitizer's instrumentation is the
+// one used because it instruments every access to a static or thread_local
+// variable, where AddressSanitizer's skips those it can prove in bounds (a
+// __shared__ scalar, or an array at a constant index).
 
-#define EMU_CALLBACKS(N)                                                                        \
-  extern "C" void __asan_load##N##_noabort(uintptr_t a) {                                       \
-    emu::detail::access(a, N, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
-  }                                                                                             \
-  extern "C" void __asan_store##N##_noabort(uintptr_t a) {                                      \
-    emu::detail::access(a, N, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));  \
-  }                                                                                             \
-  extern "C" void __asan_load##N(uintptr_t a) {                                                 \
-    emu::detail::access(a, N, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0))); \
-  }                                                                                             \
-  extern "C" void __asan_store##N(uintptr_t a) {                                                \
-    emu::detail::access(a, N, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));  \
+#define EMU_ACCESS(N)                                                                                     \
+  extern "C" void __tsan_read##N(void* a) {                                                               \
+    emu::detail::access(reinterpret_cast<uintptr_t>(a), N, false,                                         \
+                        reinterpret_cast<uintptr_t>(__builtin_return_address(0)));                        \
+  }                                                                                                       \
+  extern "C" void __tsan_write##N(void* a) {                                                              \
+    emu::detail::access(reinterpret_cast<uintptr_t>(a), N, true,                                          \
+                        reinterpret_cast<uintptr_t>(__builtin_return_address(0)));                        \
+  }                                                                                                       \
+  /* Accesses the compiler cannot prove aligned (memcpy of bytes, packed data): not alignment-checked. */ \
+  extern "C" void __tsan_unaligned_read##N(void* a) {                                                     \
+    emu::detail::access(reinterpret_cast<uintptr_t>(a), N, false,                                         \
+                        reinterpret_cast<uintptr_t>(__builtin_return_address(0)), false, true);           \
+  }                                                                                                       \
+  extern "C" void __tsan_unaligned_write##N(void* a) {                                                    \
+    emu::detail::access(reinterpret_cast<uintptr_t>(a), N, true,                                          \
+                        reinterpret_cast<uintptr_t>(__builtin_return_address(0)), false, true);           \
   }
 
-EMU_CALLBACKS(1)
-EMU_CALLBACKS(2)
-EMU_CALLBACKS(4)
-EMU_CALLBACKS(8)
-EMU_CALLBACKS(16)
+EMU_ACCESS(1)
+EMU_ACCESS(2)
+EMU_ACCESS(4)
+EMU_ACCESS(8)
+EMU_ACCESS(16)
 
-extern "C" void __asan_loadN_noabort(uintptr_t a, uintptr_t n) {
-  emu::detail::access(a, n, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" void __tsan_read_range(void* a, unsigned long n) {
+  emu::detail::access(reinterpret_cast<uintptr_t>(a), n, false,
+                      reinterpret_cast<uintptr_t>(__builtin_return_address(0)), false, true);
 }
-extern "C" void __asan_storeN_noabort(uintptr_t a, uintptr_t n) {
-  emu::detail::access(a, n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
+extern "C" void __tsan_write_range(void* a, unsigned long n) {
+  emu::detail::access(reinterpret_cast<uintptr_t>(a), n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)),
+                      false, true);
 }
-extern "C" void __asan_loadN(uintptr_t a, uintptr_t n) {
-  emu::detail::access(a, n, false, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
-}
-extern "C" void __asan_storeN(uintptr_t a, uintptr_t n) {
-  emu::detail::access(a, n, true, reinterpret_cast<uintptr_t>(__builtin_return_address(0)));
-}
-extern "C" void __asan_handle_no_return() {}
-// Initialisation-order checking of globals: nothing to do here.
-extern "C" void __asan_before_dynamic_init(const char*) {}
-extern "C" void __asan_after_dynamic_init() {}
+extern "C" void __tsan_init() {}
+extern "C" void __tsan_func_entry(void*) {}
+extern "C" void __tsan_func_exit() {}
+extern "C" void __tsan_vptr_update(void**, void*) {}
+extern "C" void __tsan_vptr_read(void**) {}
+
+// Atomics outside kernels (host code in instrumented files: std::atomic in the
+// launchers, libstdc++'s reference counts): performed, not checked. Kernels'
+// atomics go through emu::atomic.
+#define EMU_TSAN_ATOMICS(BITS, T)                                                                                    \
+  extern "C" T __tsan_atomic##BITS##_load(const volatile T* a, int) { return __atomic_load_n(a, __ATOMIC_SEQ_CST); } \
+  extern "C" void __tsan_atomic##BITS##_store(volatile T* a, T v, int) { __atomic_store_n(a, v, __ATOMIC_SEQ_CST); } \
+  extern "C" T __tsan_atomic##BITS##_exchange(volatile T* a, T v, int) {                                             \
+    return __atomic_exchange_n(a, v, __ATOMIC_SEQ_CST);                                                              \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_add(volatile T* a, T v, int) {                                            \
+    return __atomic_fetch_add(a, v, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_sub(volatile T* a, T v, int) {                                            \
+    return __atomic_fetch_sub(a, v, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_and(volatile T* a, T v, int) {                                            \
+    return __atomic_fetch_and(a, v, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_or(volatile T* a, T v, int) {                                             \
+    return __atomic_fetch_or(a, v, __ATOMIC_SEQ_CST);                                                                \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_xor(volatile T* a, T v, int) {                                            \
+    return __atomic_fetch_xor(a, v, __ATOMIC_SEQ_CST);                                                               \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_fetch_nand(volatile T* a, T v, int) {                                           \
+    return __atomic_fetch_nand(a, v, __ATOMIC_SEQ_CST);                                                              \
+  }                                                                                                                  \
+  extern "C" int __tsan_atomic##BITS##_compare_exchange_strong(volatile T* a, T* c, T v, int, int) {                 \
+    return __atomic_compare_exchange_n(a, c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                          \
+  }                                                                                                                  \
+  extern "C" int __tsan_atomic##BITS##_compare_exchange_weak(volatile T* a, T* c, T v, int, int) {                   \
+    return __atomic_compare_exchange_n(a, c, v, true, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                           \
+  }                                                                                                                  \
+  extern "C" T __tsan_atomic##BITS##_compare_exchange_val(volatile T* a, T c, T v, int, int) {                       \
+    __atomic_compare_exchange_n(a, &c, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);                                \
+    return c;                                                                                                        \
+  }
+
+EMU_TSAN_ATOMICS(8, unsigned char)
+EMU_TSAN_ATOMICS(16, unsigned short)
+EMU_TSAN_ATOMICS(32, unsigned int)
+EMU_TSAN_ATOMICS(64, unsigned long long)
+extern "C" void __tsan_atomic_thread_fence(int) { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
+extern "C" void __tsan_atomic_signal_fence(int) { __atomic_signal_fence(__ATOMIC_SEQ_CST); }

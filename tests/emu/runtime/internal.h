@@ -30,6 +30,8 @@ struct Options {
   int report_limit = 20;
 };
 const Options& options();
+// For the emulator's own tests: change the options in-process (between launches).
+Options& mutable_options();
 
 // ---------------------------------------------------------------------------
 // Findings: what the checks report. Fatal ones abandon the launch at once (the
@@ -175,6 +177,7 @@ struct Block {
   uint3 idx{0, 0, 0};
   uint64_t serial = 0;  // unique over the process
   unsigned nthreads = 0;
+  std::size_t stack_slot = 0;  // which of the OS thread's fiber stacks it uses
   std::vector<Fiber> fibers;
   std::vector<Warp> warps;
   std::vector<unsigned> ready;       // per warp: ready lanes
@@ -220,6 +223,8 @@ struct Grid {
   uint64_t nblocks = 0;
   unsigned nthreads = 0;
   std::vector<Block*> resident;
+  std::vector<std::size_t> free_stack_slots;
+  std::size_t next_stack_slot = 0;
   Block* active = nullptr;  // the block whose shared memory is in place
   const ThreadShared* shared = nullptr;
   bool trapped = false;

@@ -68,8 +68,8 @@ int env_int(const char* name, int fallback) {
 
 }  // namespace
 
-const Options& options() {
-  static const Options o = [] {
+Options& mutable_options() {
+  static Options o = [] {
     Options r;
     r.sched = env_int("EMU_SCHED", 0);
     r.seed = static_cast<unsigned>(env_int("EMU_SEED", 1));
@@ -92,6 +92,8 @@ const Options& options() {
   }();
   return o;
 }
+
+const Options& options() { return mutable_options(); }
 
 const char* check_name(Check c) {
   switch (c) {
@@ -485,7 +487,14 @@ Block* admit_block(Grid& g, uint64_t linear) {
     std::shuffle(b.warp_order.begin(), b.warp_order.end(), g.rng);
   }
   // Stacks: the resident blocks use disjoint ranges of this OS thread's pool.
-  const std::size_t slot = g.resident.size();
+  std::size_t slot = g.next_stack_slot;
+  if (!g.free_stack_slots.empty()) {
+    slot = g.free_stack_slots.back();
+    g.free_stack_slots.pop_back();
+  } else {
+    ++g.next_stack_slot;
+  }
+  b.stack_slot = slot;
   for (unsigned i = 0; i < g.nthreads; ++i) {
     Fiber& f = b.fibers[i];
     f.block = &b;
@@ -523,6 +532,7 @@ void retire_block(Grid& g, Block* b) {
     g.active = nullptr;
   }
   g.resident.erase(std::find(g.resident.begin(), g.resident.end(), b));
+  g.free_stack_slots.push_back(b->stack_slot);
   ++g.blocks_exited;
   t_free_blocks.emplace_back(b);
 }
@@ -671,7 +681,7 @@ void run_grid(Grid& g) {
       if (msg.empty()) {
         msg = "every block waits at grid.sync";
       }
-      report(Check::kDeadlock, false, "deadlock: " + msg);
+      report(Check::kDeadlock, false, msg);
       g.trapped = true;
       break;
     }
