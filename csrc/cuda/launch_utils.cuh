@@ -25,7 +25,10 @@ void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t
 #ifdef FUSEDNORM_CUDA_EMULATION
   ::emu::launch(kernel, ::emu::LaunchConfig{grid, block, shared_bytes, stream}, std::forward<Args>(args)...);
 #else
-  kernel<<<grid, block, shared_bytes, stream> > >(std::forward<Args>(args)...);
+  // The launch syntax, which clang-format would split:
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  // clang-format on
 #endif
 }
 

@@ -64,7 +64,11 @@ EMU_MUTANT_TESTS := $(foreach m,$(EMU_MUTANTS),$(EMU_BUILD)/mutant_$(m))
 
 .PHONY: emu-build emu-test emu-lib traffic-report
 emu-build: $(EMU_TESTS) $(EMU_ASAN_TESTS) $(EMU_MUTANT_TESTS) emu-lib
-emu-lib: $(EMU_LIB)
+# The plugin links against fusednorm's library: built first when missing (a
+# fresh clone), then linked by a second make that sees it.
+emu-lib:
+	@test -n "$(wildcard python/fusednorm/_C*.so)" || $(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory $(EMU_LIB)
 
 # ---- device code and runtime -----------------------------------------------
 $(EMU_BUILD)/check/%.o: $(EMU_CUDA_DIR)/%.cu

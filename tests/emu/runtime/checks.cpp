@@ -135,11 +135,29 @@ struct BlockChecks {
 
 namespace {
 
-// Per launch: deduplication of reports and the cached allocation.
+// The distinct bytes of one allocation a launch reads and writes.
+struct Footprint {
+  std::vector<uint64_t> read, written;  // one bit per byte
+  static void mark(std::vector<uint64_t>& bits, std::size_t from, std::size_t n) {
+    for (std::size_t i = from; i < from + n; ++i) {
+      bits[i / 64] |= uint64_t{1} << (i % 64);
+    }
+  }
+  static uint64_t count(const std::vector<uint64_t>& bits) {
+    uint64_t n = 0;
+    for (uint64_t w : bits) {
+      n += static_cast<uint64_t>(__builtin_popcountll(w));
+    }
+    return n;
+  }
+};
+
+// Per launch: deduplication of reports, the cached allocation, footprints.
 struct LaunchChecks {
   std::set<std::tuple<int, uintptr_t, uintptr_t>> reported;
   Allocation last{};
   bool has_last = false;
+  std::unordered_map<uintptr_t, Footprint> footprints;  // by allocation begin
 };
 thread_local LaunchChecks t_launch;
 
@@ -314,6 +332,18 @@ void global_access(Fiber& f, const Allocation& a, uintptr_t address, std::size_t
   Grid& g = *f.block->grid;
   LaunchRecord& rec = g.record;
   (write || atomic ? rec.bytes_written : rec.bytes_read) += size;
+  Footprint& fp = t_launch.footprints[a.begin];
+  if (fp.read.empty()) {
+    const std::size_t words = (a.end - a.begin + 63) / 64 + 1;
+    fp.read.assign(words, 0);
+    fp.written.assign(words, 0);
+  }
+  if (write || atomic) {
+    Footprint::mark(fp.written, address - a.begin, size);
+  }
+  if (!write || atomic) {
+    Footprint::mark(fp.read, address - a.begin, size);
+  }
   if (atomic) {
     rec.bytes_read += size;
     ++rec.atomics;
@@ -361,7 +391,13 @@ void access(uintptr_t address, std::size_t size, bool write, uintptr_t pc, bool 
 
 void checks_launch_begin(Grid&) { t_launch = LaunchChecks{}; }
 
-void checks_launch_end(Grid&) {}
+void checks_launch_end(Grid& g) {
+  for (const auto& [begin, fp] : t_launch.footprints) {
+    g.record.unique_bytes_read += Footprint::count(fp.read);
+    g.record.unique_bytes_written += Footprint::count(fp.written);
+  }
+  t_launch.footprints.clear();
+}
 
 void checks_block_begin(Block& b) {
   if (b.checks == nullptr) {

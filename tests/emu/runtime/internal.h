@@ -202,11 +202,16 @@ struct Block {
 
 struct LaunchRecord {
   std::string kernel;
+  std::string mangled;
   dim3 grid, block;
   std::size_t dynamic_shared = 0;
+  std::size_t static_shared = 0;
+  int registers = 0;
   bool cooperative = false;
-  uint64_t bytes_read = 0;
+  uint64_t bytes_read = 0;  // what the lanes' accesses asked for
   uint64_t bytes_written = 0;
+  uint64_t unique_bytes_read = 0;  // distinct bytes of device memory read (the footprint)
+  uint64_t unique_bytes_written = 0;
   uint64_t requests = 0;
   uint64_t sectors = 0;
   uint64_t ideal_sectors = 0;

@@ -1182,6 +1182,9 @@ cudaError_t launch_erased(const void* kernel, const LaunchConfig& config, void (
   g.shared = &thread_shared(*info.module);
   g.rng.seed(opt.seed);
   g.record.kernel = info.name;
+  g.record.mangled = info.mangled;
+  g.record.static_shared = info.static_shared;
+  g.record.registers = info.registers_known ? info.registers : 0;
   g.record.grid = config.grid;
   g.record.block = config.block;
   g.record.dynamic_shared = config.shared_bytes;

@@ -95,17 +95,22 @@ const char* emu_take_launch_log() {
   g_json = "[";
   bool first = true;
   for (const LaunchRecord& r : take_launch_log()) {
-    char buf[512];
+    char buf[640];
     std::snprintf(buf, sizeof(buf),
-                  "\"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"dynamic_shared\": %zu, \"cooperative\": %s, "
-                  "\"bytes_read\": %llu, \"bytes_written\": %llu, \"requests\": %llu, \"sectors\": %llu, "
+                  "\"grid\": [%u, %u, %u], \"block\": [%u, %u, %u], \"dynamic_shared\": %zu, \"static_shared\": %zu, "
+                  "\"registers\": %d, \"cooperative\": %s, "
+                  "\"bytes_read\": %llu, \"bytes_written\": %llu, \"unique_bytes_read\": %llu, "
+                  "\"unique_bytes_written\": %llu, \"requests\": %llu, \"sectors\": %llu, "
                   "\"ideal_sectors\": %llu, \"atomics\": %llu, \"findings\": %d, \"error\": %d",
-                  r.grid.x, r.grid.y, r.grid.z, r.block.x, r.block.y, r.block.z, r.dynamic_shared,
-                  r.cooperative ? "true" : "false", static_cast<unsigned long long>(r.bytes_read),
-                  static_cast<unsigned long long>(r.bytes_written), static_cast<unsigned long long>(r.requests),
+                  r.grid.x, r.grid.y, r.grid.z, r.block.x, r.block.y, r.block.z, r.dynamic_shared, r.static_shared,
+                  r.registers, r.cooperative ? "true" : "false", static_cast<unsigned long long>(r.bytes_read),
+                  static_cast<unsigned long long>(r.bytes_written),
+                  static_cast<unsigned long long>(r.unique_bytes_read),
+                  static_cast<unsigned long long>(r.unique_bytes_written), static_cast<unsigned long long>(r.requests),
                   static_cast<unsigned long long>(r.sectors), static_cast<unsigned long long>(r.ideal_sectors),
                   static_cast<unsigned long long>(r.atomics), r.findings, static_cast<int>(r.error));
-    g_json += std::string(first ? "" : ", ") + "{\"kernel\": \"" + json_escape(r.kernel) + "\", " + buf + "}";
+    g_json += std::string(first ? "" : ", ") + "{\"kernel\": \"" + json_escape(r.kernel) + "\", \"mangled\": \"" +
+              json_escape(r.mangled) + "\", " + buf + "}";
     first = false;
   }
   g_json += "]";
