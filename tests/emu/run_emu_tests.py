@@ -106,6 +106,8 @@ def make_steps(args, build, lib):
             [kernels],
             {"EMU_SCHED": "2", "EMU_SEED": "5", "EMU_RESIDENT": "3"},
         ),
+        # One SM: few slices and chunks, grid-stride loops that go round.
+        Step("kernel tests, 1 SM", [kernels], {"EMU_SM_COUNT": "1"}),
         Step("runtime tests", [os.path.join(build, "test_runtime")]),
         Step("planted bugs (emulator checks)", [os.path.join(build, "test_checks")]),
         Step("kernel tests, ASan+UBSan", [kernels_asan], asan),
@@ -118,9 +120,9 @@ def make_steps(args, build, lib):
         steps.append(Step(f"mutant {name}", cmd, kind="mutant", expect=m["check"]))
     steps.append(
         Step(
-            "op tests, CUDA path, warp-priority schedule",
+            "op tests, CUDA path, warp-priority schedule, 4 SMs",
             pytest_base + [f"--emu-every={args.pytest_every_warp_priority}"],
-            dict(pyenv, **warp_priority),
+            dict(pyenv, EMU_SM_COUNT="4", **warp_priority),
             "pytest",
         )
     )

@@ -414,20 +414,24 @@ TEST(Runtime, DynamicSharedMemoryAndItsAttribute) {
   EXPECT_EQ(host(out, 1)[0], 2047.0f);
   // 64 KB needs the attribute.
   const uint64_t before = findings(Check::kLaunchLimit);
-  EXPECT_EQ(emu::launch(emu_test::dynamic_shared_kernel, {dim3(1), dim3(64), 64 * 1024}, out, 16 * 1024), cudaErrorInvalidValue);
+  EXPECT_EQ(emu::launch(emu_test::dynamic_shared_kernel, {dim3(1), dim3(64), 64 * 1024}, out, 16 * 1024),
+            cudaErrorInvalidValue);
   EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidValue);
   EXPECT_GT(findings(Check::kLaunchLimit), before);
-  ASSERT_EQ(cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
-            cudaSuccess);
+  ASSERT_EQ(
+      cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 64 * 1024),
+      cudaSuccess);
   emu::launch(emu_test::dynamic_shared_kernel, {dim3(1), dim3(64), 64 * 1024}, out, 16 * 1024);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(host(out, 1)[0], 16383.0f);
   // 227 KB is the most a block can opt into.
-  EXPECT_EQ(cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 228 * 1024),
-            cudaErrorInvalidValue);
+  EXPECT_EQ(
+      cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 228 * 1024),
+      cudaErrorInvalidValue);
   cudaGetLastError();
-  EXPECT_EQ(cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024),
-            cudaSuccess);
+  EXPECT_EQ(
+      cudaFuncSetAttribute(emu_test::dynamic_shared_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, 227 * 1024),
+      cudaSuccess);
   emu::launch(emu_test::dynamic_shared_kernel, {dim3(1), dim3(64), 227 * 1024}, out, 227 * 256);
   ASSERT_EQ(cudaGetLastError(), cudaSuccess);
   EXPECT_EQ(host(out, 1)[0], 227.0f * 256 - 1);
@@ -561,14 +565,14 @@ TEST(Runtime, TrafficCountersOnHandCheckedPatterns) {
   float* y = device_array<float>(256);
   emu::detail::set_launch_log_enabled(true);
   struct Want {
-    uint64_t read, written, requests, sectors, ideal;
+    uint64_t read, written, unique_read, requests, sectors, ideal;
   };
   const Want want[] = {
-      {128, 128, 2, 4 + 4, 4 + 4},      // coalesced
-      {128, 128, 2, 8 + 4, 4 + 4},      // stride 2
-      {512, 512, 2, 16 + 16, 16 + 16},  // vectors
-      {128, 128, 2, 1 + 4, 1 + 4},      // broadcast
-      {128, 128, 2, 5 + 4, 4 + 4},      // shifted
+      {128, 128, 128, 2, 4 + 4, 4 + 4},      // coalesced
+      {128, 128, 128, 2, 8 + 4, 4 + 4},      // stride 2
+      {512, 512, 512, 2, 16 + 16, 16 + 16},  // vectors
+      {128, 128, 4, 2, 1 + 4, 1 + 4},        // broadcast: 4 distinct bytes read
+      {128, 128, 128, 2, 5 + 4, 4 + 4},      // shifted
   };
   for (int p = 0; p < 5; ++p) {
     emu::launch(traffic_patterns, {dim3(1), dim3(32)}, x, y, p);
@@ -579,6 +583,8 @@ TEST(Runtime, TrafficCountersOnHandCheckedPatterns) {
     SCOPED_TRACE("pattern " + std::to_string(p));
     EXPECT_EQ(r.bytes_read, want[p].read);
     EXPECT_EQ(r.bytes_written, want[p].written);
+    EXPECT_EQ(r.unique_bytes_read, want[p].unique_read);
+    EXPECT_EQ(r.unique_bytes_written, want[p].written);
     EXPECT_EQ(r.requests, want[p].requests);
     EXPECT_EQ(r.sectors, want[p].sectors);
     EXPECT_EQ(r.ideal_sectors, want[p].ideal);
