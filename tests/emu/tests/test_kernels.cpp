@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda/channel_norm_launch.h"
@@ -101,6 +102,7 @@ class Buffer {
     ptr_ = base_ + misalign;
   }
   ~Buffer() { cudaFree(base_); }
+  Buffer(Buffer&& o) noexcept : base_(std::exchange(o.base_, nullptr)), ptr_(o.ptr_), n_(o.n_) {}
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
   T* get() const { return ptr_; }
@@ -116,6 +118,14 @@ class Buffer {
   T* ptr_ = nullptr;
   std::size_t n_;
 };
+
+// A device copy of `h`, shifted by `misalign` elements.
+template <typename T>
+Buffer<T> device_copy(const std::vector<T>& h, int misalign = 0) {
+  Buffer<T> b(h.size(), misalign);
+  b.upload(h);
+  return b;
+}
 
 template <typename T>
 std::vector<T> random_values(std::size_t n, std::mt19937& rng, double mean, double stddev) {
@@ -335,13 +345,12 @@ template <typename T>
 void run_moments(const ChannelCase& c, std::mt19937& rng) {
   using acc_t = acc_of<T>;
   ChannelData<T> d(c, rng);
-  Buffer<T> x(d.x.size(), c.misalign);
-  x.upload(d.x);
+  const Buffer<T> x = device_copy(d.x, c.misalign);
   const fc::Geometry g = geometry(c);
   const fc::ReductionPlan plan = fc::plan_reduction(g, dtype_of<T>(), {x.get()});
   Buffer<acc_t> mean(c.N * c.C * plan.K), m2(c.N * c.C * plan.K), count(plan.K);
   fc::MomentsArgs args{x.get(), mean.get(), m2.get(), count.get()};
-  ASSERT_EQ(fc::launch_partial_moments(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_partial_moments(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto pm = mean.download(), pv = m2.download(), pc = count.download();
   Compare cmp{std::string("moments ") + dtype_name<T>() + " " + c.str()};
@@ -389,13 +398,9 @@ void run_normalize(const ChannelCase& c, std::mt19937& rng) {
   using acc_t = acc_of<T>;
   ChannelData<T> d(c, rng);
   const Act& a = activations()[c.act];
-  Buffer<T> x(d.x.size(), c.misalign), res(d.x.size(), c.misalign), out(d.x.size(), c.misalign);
-  Buffer<acc_t> scale(d.scale.size()), shift(d.shift.size()), prelu(d.prelu.size());
-  x.upload(d.x);
-  res.upload(d.residual);
-  scale.upload(d.scale);
-  shift.upload(d.shift);
-  prelu.upload(d.prelu);
+  const Buffer<T> x = device_copy(d.x, c.misalign), res = device_copy(d.residual, c.misalign);
+  const Buffer<T> out(d.x.size(), c.misalign);
+  const Buffer<acc_t> scale = device_copy(d.scale), shift = device_copy(d.shift), prelu = device_copy(d.prelu);
   fc::NormalizeArgs args;
   args.x = x.get();
   args.residual = c.residual ? res.get() : nullptr;
@@ -404,7 +409,7 @@ void run_normalize(const ChannelCase& c, std::mt19937& rng) {
   args.coef_n_stride = c.per_sample_coef ? c.C : 0;
   args.act = raw_activation(a, &prelu, c.prelu_per_channel);
   args.out = out.get();
-  ASSERT_EQ(fc::launch_normalize_activate(geometry(c), dtype_of<T>(), args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_normalize_activate(geometry(c), dtype_of<T>(), args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto got = out.download();
   Compare cmp{std::string("normalize ") + dtype_name<T>() + " " + c.str() + " " + a.name};
@@ -428,15 +433,10 @@ void run_sums(const ChannelCase& c, std::mt19937& rng) {
   using acc_t = acc_of<T>;
   ChannelData<T> d(c, rng);
   const Act& a = activations()[c.act];
-  Buffer<T> x(d.x.size(), c.misalign), res(d.x.size(), c.misalign), dy(d.x.size(), c.misalign);
-  Buffer<acc_t> scale(d.scale.size()), shift(d.shift.size()), mean(d.mean.size()), prelu(d.prelu.size());
-  x.upload(d.x);
-  res.upload(d.residual);
-  dy.upload(d.grad_out);
-  scale.upload(d.scale);
-  shift.upload(d.shift);
-  mean.upload(d.mean);
-  prelu.upload(d.prelu);
+  const Buffer<T> x = device_copy(d.x, c.misalign), res = device_copy(d.residual, c.misalign),
+                  dy = device_copy(d.grad_out, c.misalign);
+  const Buffer<acc_t> scale = device_copy(d.scale), shift = device_copy(d.shift), mean = device_copy(d.mean),
+                      prelu = device_copy(d.prelu);
   const fc::Geometry g = geometry(c);
   const bool want_prelu = a.kind == ActivationKind::kPReLU;
   const fc::ReductionPlan plan =
@@ -455,7 +455,7 @@ void run_sums(const ChannelCase& c, std::mt19937& rng) {
   args.sum_g = sum_g.get();
   args.sum_g_xmu = sum_gx.get();
   args.sum_prelu = want_prelu ? sum_p.get() : nullptr;
-  ASSERT_EQ(fc::launch_backward_partial_sums(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_backward_partial_sums(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto pg = sum_g.download(), pgx = sum_gx.download(), pp = want_prelu ? sum_p.download() : std::vector<acc_t>();
   Compare cmp{std::string("backward sums ") + dtype_name<T>() + " " + c.str() + " " + a.name};
@@ -501,21 +501,12 @@ void run_apply(const ChannelCase& c, std::mt19937& rng) {
   using acc_t = acc_of<T>;
   ChannelData<T> d(c, rng);
   const Act& a = activations()[c.act];
-  const std::size_t n_el = d.x.size();
-  Buffer<T> x(n_el, c.misalign), res(n_el, c.misalign), dy(n_el, c.misalign), gi(n_el, c.misalign),
-      gr(n_el, c.misalign);
-  Buffer<acc_t> scale(d.scale.size()), shift(d.shift.size()), mean(d.mean.size()), prelu(d.prelu.size()),
-      k1(d.k1.size()), k2(d.k2.size()), k3(d.k3.size());
-  x.upload(d.x);
-  res.upload(d.residual);
-  dy.upload(d.grad_out);
-  scale.upload(d.scale);
-  shift.upload(d.shift);
-  mean.upload(d.mean);
-  prelu.upload(d.prelu);
-  k1.upload(d.k1);
-  k2.upload(d.k2);
-  k3.upload(d.k3);
+  const Buffer<T> x = device_copy(d.x, c.misalign), res = device_copy(d.residual, c.misalign),
+                  dy = device_copy(d.grad_out, c.misalign);
+  const Buffer<T> gi(d.x.size(), c.misalign), gr(d.x.size(), c.misalign);
+  const Buffer<acc_t> scale = device_copy(d.scale), shift = device_copy(d.shift), mean = device_copy(d.mean),
+                      prelu = device_copy(d.prelu), k1 = device_copy(d.k1), k2 = device_copy(d.k2),
+                      k3 = device_copy(d.k3);
   fc::BackwardApplyArgs args;
   args.grad_out = dy.get();
   args.x = x.get();
@@ -530,7 +521,7 @@ void run_apply(const ChannelCase& c, std::mt19937& rng) {
   args.act = raw_activation(a, &prelu, c.prelu_per_channel);
   args.grad_input = gi.get();
   args.grad_residual = c.residual ? gr.get() : nullptr;
-  ASSERT_EQ(fc::launch_backward_apply(geometry(c), dtype_of<T>(), args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_backward_apply(geometry(c), dtype_of<T>(), args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto got_i = gi.download(), got_r = gr.download();
   Compare cmp{std::string("backward apply ") + dtype_name<T>() + " " + c.str() + " " + a.name};
@@ -566,44 +557,30 @@ void for_dtypes(const F& f) {
   f(__nv_bfloat16{});
 }
 
-TEST(ChannelKernels, MomentsFirst) {
-  std::mt19937 rng(1);
+std::vector<ChannelCase> channel_cases_in(bool channels_last) {
+  std::vector<ChannelCase> out;
   for (const ChannelCase& c : channel_cases()) {
-    if (!c.channels_last) {
-      for_dtypes([&](auto t) { run_moments<decltype(t)>(c, rng); });
+    if (c.channels_last == channels_last) {
+      out.push_back(c);
     }
   }
+  return out;
 }
-TEST(ChannelKernels, MomentsLast) {
-  std::mt19937 rng(2);
-  for (const ChannelCase& c : channel_cases()) {
-    if (c.channels_last) {
-      for_dtypes([&](auto t) { run_moments<decltype(t)>(c, rng); });
-    }
-  }
-}
-TEST(ChannelKernels, Normalize) {
-  std::mt19937 rng(3);
-  for (const ChannelCase& c : channel_cases()) {
-    for_dtypes([&](auto t) { run_normalize<decltype(t)>(c, rng); });
-  }
-}
-TEST(ChannelKernels, SumsFirst) {
-  std::mt19937 rng(4);
-  for (ChannelCase c : channel_cases()) {
-    if (!c.channels_last) {
-      for_dtypes([&](auto t) { run_sums<decltype(t)>(c, rng); });
-    }
-  }
-}
-TEST(ChannelKernels, SumsLast) {
-  std::mt19937 rng(5);
-  for (ChannelCase c : channel_cases()) {
-    if (c.channels_last) {
-      for_dtypes([&](auto t) { run_sums<decltype(t)>(c, rng); });
-    }
-  }
-}
+
+// Runs run(case, rng) in every dtype for each case.
+#define EMU_EVERY_DTYPE(cases, run, seed)                    \
+  do {                                                       \
+    std::mt19937 rng(seed);                                  \
+    for (const auto& c : cases) {                            \
+      for_dtypes([&](auto t) { run<decltype(t)>(c, rng); }); \
+    }                                                        \
+  } while (0)
+
+TEST(ChannelKernels, MomentsFirst) { EMU_EVERY_DTYPE(channel_cases_in(false), run_moments, 1); }
+TEST(ChannelKernels, MomentsLast) { EMU_EVERY_DTYPE(channel_cases_in(true), run_moments, 2); }
+TEST(ChannelKernels, Normalize) { EMU_EVERY_DTYPE(channel_cases(), run_normalize, 3); }
+TEST(ChannelKernels, SumsFirst) { EMU_EVERY_DTYPE(channel_cases_in(false), run_sums, 4); }
+TEST(ChannelKernels, SumsLast) { EMU_EVERY_DTYPE(channel_cases_in(true), run_sums, 5); }
 TEST(ChannelKernels, SumsEveryActivation) {
   std::mt19937 rng(6);
   for (int act = 0; act < static_cast<int>(activations().size()); ++act) {
@@ -613,12 +590,7 @@ TEST(ChannelKernels, SumsEveryActivation) {
     }
   }
 }
-TEST(ChannelKernels, Apply) {
-  std::mt19937 rng(7);
-  for (const ChannelCase& c : channel_cases()) {
-    for_dtypes([&](auto t) { run_apply<decltype(t)>(c, rng); });
-  }
-}
+TEST(ChannelKernels, Apply) { EMU_EVERY_DTYPE(channel_cases(), run_apply, 7); }
 
 // ---------------------------------------------------------------------------
 // Row engine.
@@ -731,14 +703,10 @@ void run_row_forward(const RowCase& c, std::mt19937& rng) {
   using acc_t = acc_of<T>;
   RowData<T> d(c, rng);
   const Act& a = activations()[c.act];
-  const std::size_t n = c.M * c.N;
-  Buffer<T> x(n, c.misalign), res(n, c.misalign), out(n, c.misalign);
-  Buffer<acc_t> w(c.N), b(c.N), prelu(d.prelu.size()), mean(c.M), rstd(c.M);
-  x.upload(d.x);
-  res.upload(d.residual);
-  w.upload(d.weight);
-  b.upload(d.bias);
-  prelu.upload(d.prelu);
+  const Buffer<T> x = device_copy(d.x, c.misalign), res = device_copy(d.residual, c.misalign);
+  const Buffer<T> out(d.x.size(), c.misalign);
+  const Buffer<acc_t> w = device_copy(d.weight), b = device_copy(d.bias), prelu = device_copy(d.prelu);
+  const Buffer<acc_t> mean(c.M), rstd(c.M);
   fc::RowForwardArgs args;
   args.in = row_inputs(c, x, res, w, b, prelu);
   args.eps = kEps;
@@ -747,7 +715,7 @@ void run_row_forward(const RowCase& c, std::mt19937& rng) {
   args.rstd = rstd.get();
   const fc::RowGeometry g{c.M, c.N};
   const fc::RowPlan plan = fc::plan_rows(g, dtype_of<T>(), {args.in.x, args.in.residual, args.out});
-  ASSERT_EQ(fc::launch_row_norm_forward(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_row_norm_forward(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto got = out.download(), got_mean = mean.download(), got_rstd = rstd.download();
   Compare cmp{std::string("row forward ") + dtype_name<T>() + " " + c.str()};
@@ -776,15 +744,11 @@ void run_row_backward(const RowCase& c, std::mt19937& rng) {
   RowData<T> d(c, rng);
   const Act& a = activations()[c.act];
   const bool prelu = a.kind == ActivationKind::kPReLU;
-  const std::size_t n = c.M * c.N;
-  Buffer<T> x(n, c.misalign), res(n, c.misalign), dy(n, c.misalign), gi(n, c.misalign), gr(n, c.misalign);
-  Buffer<acc_t> w(c.N), b(c.N), pw(d.prelu.size()), mean(c.M), rstd(c.M), prelu_rows(c.M);
-  x.upload(d.x);
-  res.upload(d.residual);
-  dy.upload(d.grad_out);
-  w.upload(d.weight);
-  b.upload(d.bias);
-  pw.upload(d.prelu);
+  const Buffer<T> x = device_copy(d.x, c.misalign), res = device_copy(d.residual, c.misalign),
+                  dy = device_copy(d.grad_out, c.misalign);
+  const Buffer<T> gi(d.x.size(), c.misalign), gr(d.x.size(), c.misalign);
+  const Buffer<acc_t> w = device_copy(d.weight), b = device_copy(d.bias), pw = device_copy(d.prelu);
+  const Buffer<acc_t> prelu_rows(c.M);
   // The saved statistics, as the forward would have written them.
   std::vector<acc_t> hm(c.M), hr(c.M);
   for (int64_t i = 0; i < c.M; ++i) {
@@ -792,8 +756,7 @@ void run_row_backward(const RowCase& c, std::mt19937& rng) {
     hm[i] = static_cast<acc_t>(m);
     hr[i] = static_cast<acc_t>(r);
   }
-  mean.upload(hm);
-  rstd.upload(hr);
+  const Buffer<acc_t> mean = device_copy(hm), rstd = device_copy(hr);
   fc::RowBackwardArgs args;
   args.in = row_inputs(c, x, res, w, b, pw);
   args.grad_out = dy.get();
@@ -810,7 +773,7 @@ void run_row_backward(const RowCase& c, std::mt19937& rng) {
   if (prelu) {
     (c.prelu_along_rows ? args.prelu_rows : args.partial_prelu) = c.prelu_along_rows ? prelu_rows.get() : pp.get();
   }
-  ASSERT_EQ(fc::launch_row_norm_backward(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
+  EXPECT_EQ(fc::launch_row_norm_backward(g, dtype_of<T>(), plan, args, nullptr), cudaSuccess);
   expect_clean_launch(c.str());
   const auto got_i = gi.download(), got_r = gr.download(), got_w = pwt.download(), got_b = pb.download(),
              got_p = pp.download(), got_pr = prelu_rows.download();
@@ -880,30 +843,10 @@ void run_row_backward(const RowCase& c, std::mt19937& rng) {
   }
 }
 
-TEST(RowKernels, ForwardWarpPerRow) {
-  std::mt19937 rng(11);
-  for (const RowCase& c : row_cases(false)) {
-    for_dtypes([&](auto t) { run_row_forward<decltype(t)>(c, rng); });
-  }
-}
-TEST(RowKernels, ForwardBlockPerRow) {
-  std::mt19937 rng(12);
-  for (const RowCase& c : row_cases(true)) {
-    for_dtypes([&](auto t) { run_row_forward<decltype(t)>(c, rng); });
-  }
-}
-TEST(RowKernels, BackwardWarpPerRow) {
-  std::mt19937 rng(13);
-  for (const RowCase& c : row_cases(false)) {
-    for_dtypes([&](auto t) { run_row_backward<decltype(t)>(c, rng); });
-  }
-}
-TEST(RowKernels, BackwardBlockPerRow) {
-  std::mt19937 rng(14);
-  for (const RowCase& c : row_cases(true)) {
-    for_dtypes([&](auto t) { run_row_backward<decltype(t)>(c, rng); });
-  }
-}
+TEST(RowKernels, ForwardWarpPerRow) { EMU_EVERY_DTYPE(row_cases(false), run_row_forward, 11); }
+TEST(RowKernels, ForwardBlockPerRow) { EMU_EVERY_DTYPE(row_cases(true), run_row_forward, 12); }
+TEST(RowKernels, BackwardWarpPerRow) { EMU_EVERY_DTYPE(row_cases(false), run_row_backward, 13); }
+TEST(RowKernels, BackwardBlockPerRow) { EMU_EVERY_DTYPE(row_cases(true), run_row_backward, 14); }
 TEST(RowKernels, BackwardEveryActivation) {
   std::mt19937 rng(15);
   for (int act = 0; act < static_cast<int>(activations().size()); ++act) {
