@@ -62,8 +62,12 @@ EMU_ASAN_TESTS := $(EMU_BUILD)/test_kernels_asan $(EMU_BUILD)/test_checks_asan
 EMU_MUTANTS := $(shell $(PYTHON) $(EMU_DIR)/mutants.py --list 2>/dev/null)
 EMU_MUTANT_TESTS := $(foreach m,$(EMU_MUTANTS),$(EMU_BUILD)/mutant_$(m))
 
-.PHONY: emu-build emu-test emu-lib traffic-report
-emu-build: $(EMU_TESTS) $(EMU_ASAN_TESTS) $(EMU_MUTANT_TESTS) emu-lib
+.PHONY: emu-build emu-test emu-lib traffic-report emu-check-toolkit
+emu-build: emu-check-toolkit $(EMU_TESTS) $(EMU_ASAN_TESTS) $(EMU_MUTANT_TESTS) emu-lib
+emu-check-toolkit:
+	@test -f $(EMU_CUDA_HOME)/include/cuda_runtime.h || { \
+	  echo "emu: the CUDA toolkit's headers are needed: no $(EMU_CUDA_HOME)/include/cuda_runtime.h (set CUDA_HOME)" >&2; \
+	  exit 1; }
 # The plugin links against fusednorm's library: built first when missing (a
 # fresh clone), then linked by a second make that sees it.
 emu-lib:

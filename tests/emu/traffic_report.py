@@ -284,9 +284,9 @@ def main():
         module, x = make_case(torch, kind, shape, dtype, layout)
         numel = x.numel()
         elsize = x.element_size()
-        out, fwd_launches, fwd_ops = run_pass(torch, lib, lambda: module(x))
+        out, fwd_launches, fwd_ops = run_pass(torch, lib, lambda m=module, t=x: m(t))
         grad = torch.randn_like(out)
-        _, bwd_launches, bwd_ops = run_pass(torch, lib, lambda: out.backward(grad))
+        _, bwd_launches, bwd_ops = run_pass(torch, lib, lambda o=out, g=grad: o.backward(g))
         for pass_name, launches, ops, min_bytes in (
             ("fwd", fwd_launches, fwd_ops, 2 * elsize),
             ("bwd", bwd_launches, bwd_ops, 3 * elsize),

@@ -8,6 +8,7 @@
 // UBSan's own reports (death tests).
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "internal.h"
@@ -225,6 +226,7 @@ TEST(PlantedBugs, RemovedSyncthreadsGivesWrongResultsUnderWarpPriority) {
     ASSERT_EQ(r, 256.0f);
   }
   o = saved;
+  std::printf("warp-priority schedule: the missing barrier gave a wrong sum in %d of 20 seeds\n", wrong);
   EXPECT_GT(wrong, 15) << "the warp-priority schedule should expose the missing barrier in most seeds";
 }
 
