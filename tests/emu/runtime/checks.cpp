@@ -27,8 +27,6 @@
 
 namespace emu::detail {
 
-const bool kChecksEnabled = true;
-
 namespace {
 
 // ---- Per-thread instruction counts (for grouping lanes into warp requests) ----
@@ -239,8 +237,8 @@ void shared_access(Fiber& f, const SharedRange& r, uintptr_t address, std::size_
            std::to_string(size) + "-byte shared access at " + hex(address) + " (" + var.name + " + " +
                std::to_string(offset) + ") at " + symbolize(pc));
   }
-  // Lazy poisoning: the first touch of a variable in a block fills it with 0xff
-  // (NaN for floats), as shared memory starts undefined.
+  // Variables of __device__ helpers are poisoned at their first touch in a
+  // block (the kernel's own ones and the dynamic bytes were at its start).
   BlockChecks& bc = *b.checks;
   if (bc.vars.size() <= static_cast<std::size_t>(r.var)) {
     bc.vars.resize(r.var + 1);
@@ -404,6 +402,14 @@ void checks_block_begin(Block& b) {
     b.checks = new BlockChecks;
   }
   b.checks->requests.clear();
+}
+
+void checks_shared_poisoned(Block& b, int var) {
+  BlockChecks& bc = *b.checks;
+  if (bc.vars.size() <= static_cast<std::size_t>(var)) {
+    bc.vars.resize(var + 1);
+  }
+  bc.vars[var].poisoned_serial = b.serial;
 }
 
 void checks_fiber_begin(Fiber& f) {

@@ -4,13 +4,12 @@
 
 namespace emu::detail {
 
-const bool kChecksEnabled = false;
-
 void checks_launch_begin(Grid&) {}
 void checks_launch_end(Grid&) {}
 void checks_block_begin(Block&) {}
 void checks_block_end(Block&) {}
 void checks_fiber_begin(Fiber&) {}
+void checks_shared_poisoned(Block&, int) {}
 void checks_atomic(void*, std::size_t, const Site&) {}
 
 }  // namespace emu::detail

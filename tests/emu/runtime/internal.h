@@ -292,12 +292,13 @@ bool find_allocation(uintptr_t address, Allocation& out);
 
 // ---------------------------------------------------------------------------
 // Hooks of the access checks (checks.cpp; empty in builds without them).
-extern const bool kChecksEnabled;
 void checks_launch_begin(Grid& g);
 void checks_launch_end(Grid& g);
 void checks_block_begin(Block& b);
 void checks_block_end(Block& b);
 void checks_fiber_begin(Fiber& f);
+// The runtime filled shared variable `var` with poison for block `b`.
+void checks_shared_poisoned(Block& b, int var);
 // Atomics go through the runtime, not through the compiler's instrumentation.
 void checks_atomic(void* address, std::size_t bytes, const Site& site);
 

@@ -381,23 +381,24 @@ void trampoline() {
 // ---------------------------------------------------------------------------
 // Blocks.
 
-void poison_shared_for_block(Grid& g) {
-  // The access checks poison lazily, variable by variable, and track
-  // initialisation; without them, fill the kernel's own variables and the
-  // dynamic buffer so that reads before writes give NaNs / garbage.
-  if (kChecksEnabled) {
-    return;
-  }
+// Shared memory starts undefined: a fresh block's own variables and the
+// launch's dynamic bytes are filled with 0xff (NaN for floats), so that a read
+// before any write gives garbage. The access checks poison the variables of
+// __device__ helpers lazily, at their first touch in the block, and track
+// initialisation byte by byte.
+void poison_shared_for_block(Grid& g, Block& b) {
   const ThreadShared& ts = *g.shared;
   for (int v : g.kernel->own_shared) {
     for (const SharedRange& r : ts.ranges) {
       if (r.var == v) {
         std::memset(reinterpret_cast<void*>(r.begin), 0xff, r.end - r.begin);
+        checks_shared_poisoned(b, v);
       }
     }
   }
   if (g.config.shared_bytes > 0 && ts.dynamic_begin != 0) {
     std::memset(reinterpret_cast<void*>(ts.dynamic_begin), 0xff, g.config.shared_bytes);
+    checks_shared_poisoned(b, g.kernel->module->dynamic_var);
   }
 }
 
@@ -446,7 +447,7 @@ void activate(Grid& g, Block& b) {
   if (b.image_saved) {
     copy_image(g, b, false);
   } else {
-    poison_shared_for_block(g);
+    poison_shared_for_block(g, b);
   }
 }
 
