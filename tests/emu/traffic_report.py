@@ -127,6 +127,9 @@ ELEMENT_BYTES = {
 
 
 def load(lib_path):
+    # This checkout's fusednorm, whose library the plugin links against (not
+    # another checkout an editable install may point at).
+    sys.path.insert(0, os.path.join(ROOT, "python"))
     import torch
 
     import fusednorm  # noqa: F401  (loads fusednorm's library first)
