@@ -48,6 +48,11 @@ def pytest_configure(config):
     global EMU
     path = config.getoption("--emu-lib")
     if path:
+        # The plugin links against this checkout's library: another fusednorm
+        # (an editable install elsewhere) would be a second copy of every op.
+        here = os.path.realpath(os.path.join(os.path.dirname(__file__), "..", "..", "python"))
+        if not os.path.realpath(fusednorm.__file__).startswith(here + os.sep):
+            pytest.exit(f"--emu-lib needs this checkout's fusednorm (PYTHONPATH={here}), got {fusednorm.__file__}", 2)
         EMU = ctypes.CDLL(os.path.abspath(path), mode=ctypes.RTLD_GLOBAL)
         assert EMU.emu_installed() == 1
 
@@ -93,6 +98,19 @@ def pytest_collection_modifyitems(config, items):
     if deselected:
         config.hook.pytest_deselected(items=deselected)
     items[:] = selected
+
+
+def pytest_terminal_summary(terminalreporter):
+    if EMU is None:
+        return
+    n = EMU.emu_num_checks()
+    totals = (ctypes.c_uint64 * (2 + n))()
+    EMU.emu_totals(totals)
+    EMU.emu_check_name.restype = ctypes.c_char_p
+    findings = ", ".join(f"{EMU.emu_check_name(i).decode()}: {totals[2 + i]}" for i in range(n) if totals[2 + i])
+    terminalreporter.write_line(
+        f"emulated CUDA kernel launches: {totals[0]}, failed: {totals[1]}; findings: {findings or 'none'}"
+    )
 
 
 @pytest.fixture(params=DEVICES)
