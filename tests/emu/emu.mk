@@ -116,18 +116,23 @@ $(EMU_BUILD)/test_checks_asan: $(EMU_BUILD)/asan/test_checks.o $(EMU_ASAN_RUNTIM
 	$(call emu_link,$(EMU_ASAN_FLAGS),$@,$^,$(EMU_GTEST_LIBS))
 
 # ---- mutants: a copy of the kernel sources with one planted bug each ---------
+.PRECIOUS: $(EMU_BUILD)/mutants/%/stamp
 $(EMU_BUILD)/mutants/%/stamp: $(EMU_DIR)/mutants.py $(wildcard $(EMU_CUDA_DIR)/*)
 	$(PYTHON) $(EMU_DIR)/mutants.py --make $* --src $(EMU_CUDA_DIR) --out $(@D)/cuda
 	@touch $@
-# Only the translation units that include the changed file are recompiled.
+# Only the translation units that include the changed file are compiled, and
+# again only when the mutant's sources or the real object (a header) changed.
 $(EMU_BUILD)/mutant_%: $(EMU_BUILD)/mutants/%/stamp $(EMU_BUILD)/check/test_kernels.o $(EMU_CHECK_KERNEL_OBJS) \
   $(EMU_CHECK_RUNTIME_OBJS)
 	@d=$(EMU_BUILD)/mutants/$*; mkdir -p $$d/obj; objs=""; \
 	for src in $(EMU_KERNEL_SRCS); do b=$$(basename $$src .cu); \
 	  if grep -qx "$$b.cu" $$d/cuda/AFFECTED; then \
-	    echo "emu: mutant $*: compiling $$b.cu"; \
-	    $(EMU_CXX) $(EMU_BASE_FLAGS) $(EMU_DEVICE_FLAGS) $(EMU_CHECK_FLAGS) -MF /dev/null \
-	      -c $$d/cuda/$$b.cu -o $$d/obj/$$b.o || exit 1; objs="$$objs $$d/obj/$$b.o"; \
+	    o=$$d/obj/$$b.o; \
+	    if [ ! -f $$o ] || [ $$d/stamp -nt $$o ] || [ $(EMU_BUILD)/check/$$b.o -nt $$o ]; then \
+	      echo "emu: mutant $*: compiling $$b.cu"; \
+	      $(EMU_CXX) $(EMU_BASE_FLAGS) $(EMU_DEVICE_FLAGS) $(EMU_CHECK_FLAGS) -MF /dev/null \
+	        -c $$d/cuda/$$b.cu -o $$o || exit 1; fi; \
+	    objs="$$objs $$o"; \
 	  else objs="$$objs $(EMU_BUILD)/check/$$b.o"; fi; done; \
 	$(PYTHON) $(EMU_DIR)/gen_dynamic_shared.py $$d/obj/dynamic_shared.S $$objs && \
 	$(EMU_CXX) -c $$d/obj/dynamic_shared.S -o $$d/obj/dynamic_shared.o && \
