@@ -31,7 +31,7 @@ EMU_FUSEDNORM_LIB = $(firstword $(wildcard python/fusednorm/_C*.so))
 # The same macros torch's CUDA extension build gives nvcc.
 EMU_DEFINES := -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
   -D__CUDA_NO_HALF2_OPERATORS__
-EMU_BASE_FLAGS := -std=c++20 -g -fPIC -MMD -MP -Wall -Wno-unknown-pragmas -I$(EMU_DIR)/include -I$(EMU_DIR)/runtime \
+EMU_BASE_FLAGS := -std=c++20 -g -fPIC -MMD -MP -Wall -Wno-unknown-pragmas -Wno-sign-compare -I$(EMU_DIR)/include -I$(EMU_DIR)/runtime \
   $(EMU_PROJECT_INCLUDES) -isystem $(EMU_CUDA_HOME)/include $(EMU_DEFINES)
 # Device code: compiled as host C++ with cuda_emu.h force-included. No
 # vectorisation, store merging or scalar replacement of aggregates: every
