@@ -195,3 +195,10 @@ format:
 
 clean:
 	rm -rf $(BUILD_DIR) python/fusednorm/_C*.so python/fusednorm/include python/fusednorm/share *.egg-info python/*.egg-info
+
+# ---- CUDA emulator (tests/emu, issue 10) --------------------------------------
+# Every CUDA kernel, forward and backward, and the op stack on the CUDA path run
+# on the CPU under sanitizer-like checks; `make traffic-report` writes the
+# emulated memory-traffic figures. Needs g++ and the CUDA toolkit's headers only.
+include tests/emu/emu.mk
+test: emu-test

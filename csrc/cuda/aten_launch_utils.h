@@ -3,11 +3,23 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/DeviceType.h>
 #include <c10/util/Exception.h>
 
 #include "channel_norm_launch.h"
 
 namespace fusednorm::detail {
+
+// The device type the kernels' tensors live on: CUDA, or the CPU in the CUDA
+// emulator's build of these files (tests/emu), which registers them in place
+// of the CPU kernels.
+#ifdef FUSEDNORM_CUDA_EMULATION
+constexpr c10::DeviceType kKernelDevice = c10::DeviceType::CPU;
+#else
+constexpr c10::DeviceType kKernelDevice = c10::DeviceType::CUDA;
+#endif
+
+inline bool on_kernel_device(const at::Tensor& t) { return t.device().type() == kKernelDevice; }
 
 inline cuda::DType to_cuda_dtype(at::ScalarType t) {
   switch (t) {

@@ -103,9 +103,9 @@ cudaError_t moments_impl(const Geometry& g, const ReductionPlan& plan, const Mom
   auto* m2 = static_cast<acc_t*>(a.m2);
   auto* count = static_cast<acc_t*>(a.count);
   if (g.channels_last) {
-    moments_cl_kernel<scalar_t, acc_t, VEC><<<grid, kThreads, 0, stream>>>(p, x, mean, m2, count);
+    launch_kernel(moments_cl_kernel<scalar_t, acc_t, VEC>, grid, kThreads, 0, stream, p, x, mean, m2, count);
   } else {
-    moments_cf_kernel<scalar_t, acc_t, VEC><<<grid, kThreads, 0, stream>>>(p, x, mean, m2, count);
+    launch_kernel(moments_cf_kernel<scalar_t, acc_t, VEC>, grid, kThreads, 0, stream, p, x, mean, m2, count);
   }
   return cudaGetLastError();
 }
@@ -124,7 +124,7 @@ cudaError_t normalize_impl(const Geometry& g, const NormalizeArgs& a, cudaStream
   };
   const auto kernel = normalize_kernel<scalar_t, acc_t, VEC>;
   const unsigned grid = elementwise_grid(kernel, p.numel / VEC, resident_per_sm);
-  kernel<<<grid, kThreads, 0, stream>>>(p, ptrs, DeviceActivation<acc_t>(a.act));
+  launch_kernel(kernel, grid, kThreads, 0, stream, p, ptrs, DeviceActivation<acc_t>(a.act));
   return cudaGetLastError();
 }
 
@@ -150,9 +150,9 @@ cudaError_t sums_impl(const Geometry& g, const ReductionPlan& plan, const Backwa
   };
   const DeviceActivation<acc_t> act(a.act);
   if (g.channels_last) {
-    sums_cl_kernel<scalar_t, acc_t, VEC><<<grid, kThreads, 0, stream>>>(p, ptrs, act);
+    launch_kernel(sums_cl_kernel<scalar_t, acc_t, VEC>, grid, kThreads, 0, stream, p, ptrs, act);
   } else {
-    sums_cf_kernel<scalar_t, acc_t, VEC><<<grid, kThreads, 0, stream>>>(p, ptrs, act);
+    launch_kernel(sums_cf_kernel<scalar_t, acc_t, VEC>, grid, kThreads, 0, stream, p, ptrs, act);
   }
   return cudaGetLastError();
 }
@@ -177,7 +177,7 @@ cudaError_t apply_impl(const Geometry& g, const BackwardApplyArgs& a, cudaStream
   };
   const auto kernel = apply_kernel<scalar_t, acc_t, VEC>;
   const unsigned grid = elementwise_grid(kernel, p.numel / VEC, resident_per_sm);
-  kernel<<<grid, kThreads, 0, stream>>>(p, ptrs, DeviceActivation<acc_t>(a.act));
+  launch_kernel(kernel, grid, kThreads, 0, stream, p, ptrs, DeviceActivation<acc_t>(a.act));
   return cudaGetLastError();
 }
 

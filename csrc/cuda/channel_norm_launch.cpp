@@ -25,7 +25,7 @@ cuda::Geometry geometry(const ChannelView& v) {
 }
 
 void check_view(const ChannelView& v, const char* what) {
-  TORCH_CHECK(v.data.is_cuda(), "fusednorm: ", what, " must be a CUDA tensor");
+  TORCH_CHECK(on_kernel_device(v.data), "fusednorm: ", what, " must be a CUDA tensor");
   TORCH_CHECK(v.data.numel() == v.N * v.C * v.S, "fusednorm: ", what, " does not match its (N, C, S) view");
   TORCH_CHECK(v.data.is_non_overlapping_and_dense(), "fusednorm: ", what, " must be dense");
   // The kernels derive (n, c) from memory offsets alone; the order of the
@@ -227,7 +227,7 @@ const ChannelNormKernels kCudaChannelNormKernels{
     cuda_backward_apply,
 };
 
-const bool registered = register_channel_norm_kernels(c10::DeviceType::CUDA, &kCudaChannelNormKernels);
+const bool registered = register_channel_norm_kernels(kKernelDevice, &kCudaChannelNormKernels);
 
 }  // namespace
 }  // namespace fusednorm::detail

@@ -1,5 +1,5 @@
 // Host helpers shared by the CUDA launchers (compiled by nvcc, torch-free):
-// dtype dispatch, vector width and alignment, SM count.
+// the launch itself, dtype dispatch, vector width and alignment, SM count.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -7,12 +7,30 @@
 #include <cuda_runtime.h>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 #include "channel_norm_launch.h"
 
 namespace fusednorm::cuda {
+
+// kernel<<<grid, block, shared_bytes, stream>>>(args...). Every launch goes
+// through here so that the CUDA emulator (tests/emu), which compiles these
+// files as host C++, runs the same launch on the CPU.
+template <typename... Params, typename... Args>
+void launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, std::size_t shared_bytes, cudaStream_t stream,
+                   Args&&... args) {
+#ifdef FUSEDNORM_CUDA_EMULATION
+  ::emu::launch(kernel, ::emu::LaunchConfig{grid, block, shared_bytes, stream}, std::forward<Args>(args)...);
+#else
+  // The launch syntax, which clang-format would split:
+  // clang-format off
+  kernel<<<grid, block, shared_bytes, stream>>>(std::forward<Args>(args)...);
+  // clang-format on
+#endif
+}
 
 template <typename S, typename A>
 struct Types {

@@ -59,8 +59,8 @@ template <typename scalar_t, typename acc_t, int VEC>
 cudaError_t forward_impl(const RowGeometry& g, const RowPlan& plan, const RowForwardArgs& a, cudaStream_t stream) {
   const ForwardOut<scalar_t, acc_t> out{static_cast<scalar_t*>(a.out), static_cast<acc_t*>(a.mean),
                                         static_cast<acc_t*>(a.rstd), static_cast<acc_t>(a.eps)};
-  row_forward_kernel<scalar_t, acc_t, VEC><<<row_grid(g, plan), row_block(plan), 0, stream>>>(
-      row_params(g, a.in), row_ptrs<scalar_t, acc_t>(a.in), out, DeviceActivation<acc_t>(a.in.act));
+  launch_kernel(row_forward_kernel<scalar_t, acc_t, VEC>, row_grid(g, plan), row_block(plan), 0, stream,
+                row_params(g, a.in), row_ptrs<scalar_t, acc_t>(a.in), out, DeviceActivation<acc_t>(a.in.act));
   return cudaGetLastError();
 }
 
@@ -74,8 +74,8 @@ cudaError_t backward_impl(const RowGeometry& g, const RowPlan& plan, const RowBa
   if (g.M > 0 && (a.grad_input != nullptr || a.grad_residual != nullptr || a.prelu_rows != nullptr)) {
     const RowGradOut<scalar_t, acc_t> rows{static_cast<scalar_t*>(a.grad_input),
                                            static_cast<scalar_t*>(a.grad_residual), static_cast<acc_t*>(a.prelu_rows)};
-    row_backward_kernel<scalar_t, acc_t, VEC>
-        <<<row_grid(g, plan), row_block(plan), 0, stream>>>(params, in, grads, rows, act);
+    launch_kernel(row_backward_kernel<scalar_t, acc_t, VEC>, row_grid(g, plan), row_block(plan), 0, stream, params, in,
+                  grads, rows, act);
     const cudaError_t err = cudaGetLastError();
     if (err != cudaSuccess) {
       return err;
@@ -86,8 +86,8 @@ cudaError_t backward_impl(const RowGeometry& g, const RowPlan& plan, const RowBa
                                    static_cast<acc_t*>(a.partial_prelu), plan.rows_per_chunk};
     const dim3 grid(static_cast<unsigned>(ceil_div(g.N, int64_t{kWarpSize} * VEC)),
                     static_cast<unsigned>(plan.partial_blocks));
-    row_columns_kernel<scalar_t, acc_t, VEC>
-        <<<grid, dim3(kWarpSize, kColumnRows), 0, stream>>>(params, in, grads, columns, act);
+    launch_kernel(row_columns_kernel<scalar_t, acc_t, VEC>, grid, dim3(kWarpSize, kColumnRows), 0, stream, params, in,
+                  grads, columns, act);
     return cudaGetLastError();
   }
   return cudaSuccess;

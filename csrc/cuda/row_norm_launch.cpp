@@ -18,7 +18,7 @@ at::ScalarType acc_dtype_of(const RowNormInputs& in) { return accumulation_dtype
 // The kernels address every x-shaped tensor with x's offsets and every
 // per-column or per-row one as a dense vector.
 void check_like_x(const at::Tensor& t, const RowNormInputs& in, const char* what) {
-  TORCH_CHECK(t.is_cuda() && t.device() == in.x.device() && t.scalar_type() == in.x.scalar_type() &&
+  TORCH_CHECK(on_kernel_device(t) && t.device() == in.x.device() && t.scalar_type() == in.x.scalar_type() &&
                   t.numel() == in.M * in.N && t.is_contiguous(),
               "fusednorm: ", what, " must be a contiguous CUDA tensor shaped and typed like the input");
 }
@@ -130,7 +130,7 @@ const RowNormKernels kCudaRowNormKernels{
     cuda_backward,
 };
 
-const bool registered = register_row_norm_kernels(c10::DeviceType::CUDA, &kCudaRowNormKernels);
+const bool registered = register_row_norm_kernels(kKernelDevice, &kCudaRowNormKernels);
 
 }  // namespace
 }  // namespace fusednorm::detail

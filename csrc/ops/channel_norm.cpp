@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <vector>
 
 #include "kernel_registry.h"
@@ -63,6 +64,14 @@ at::Tensor match_layout(const at::Tensor& t, const ChannelView& view) {
 }
 
 at::Tensor empty_like_view(const ChannelView& view) { return at::empty_like(view.data); }
+
+namespace {
+std::atomic<bool> g_host_combine{true};
+}  // namespace
+
+bool host_combine_enabled() { return g_host_combine.load(std::memory_order_relaxed); }
+
+void set_host_combine_enabled(bool enabled) { g_host_combine.store(enabled, std::memory_order_relaxed); }
 
 const ChannelNormKernels& channel_norm_kernels(c10::DeviceType device) {
   return KernelRegistry<ChannelNormKernels>::get(device);
@@ -171,8 +180,9 @@ std::tuple<at::Tensor, at::Tensor, double> combine_moments(const at::Tensor& mea
       total *= static_cast<double>(mean.size(d));
     }
   }
-  if (mean.is_cpu() && count.is_cpu() && mean.dim() == 3 && mean.is_contiguous() && m2.is_contiguous() &&
-      count.is_contiguous() && m2.scalar_type() == mean.scalar_type() && count.scalar_type() == mean.scalar_type()) {
+  if (host_combine_enabled() && mean.is_cpu() && count.is_cpu() && mean.dim() == 3 && mean.is_contiguous() &&
+      m2.is_contiguous() && count.is_contiguous() && m2.scalar_type() == mean.scalar_type() &&
+      count.scalar_type() == mean.scalar_type()) {
     auto [out_mean, out_var] = combine_moments_on_host(mean, m2, count, dims, total);
     return {out_mean, out_var, total};
   }

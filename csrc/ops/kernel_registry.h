@@ -10,6 +10,15 @@
 
 namespace fusednorm::detail {
 
+// Whether CPU tensors take the host-loop shortcuts of the combine step
+// (combine_moments, update_running_stat, invstd_from_var, the coefficient and
+// backward combine in ops/norm_common.cpp) instead of the general ATen path
+// that CUDA tensors take. On by default; the CUDA emulator (tests/emu), which
+// registers the CUDA kernels for the CPU, turns it off so that the CUDA path
+// runs whole on CPU tensors.
+bool host_combine_enabled();
+void set_host_combine_enabled(bool enabled);
+
 template <typename Kernels>
 class KernelRegistry {
  public:

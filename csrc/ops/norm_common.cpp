@@ -9,6 +9,7 @@
 #include <tuple>
 
 #include "activation_spec.h"
+#include "kernel_registry.h"
 
 namespace fusednorm::detail {
 
@@ -90,8 +91,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> partial_moments(const ChannelView
 }
 
 void update_running_stat(const at::Tensor& running, const at::Tensor& value, double momentum, double value_scale) {
-  if (running.is_cpu() && value.is_cpu() && running.is_contiguous() && value.is_contiguous() &&
-      running.numel() == value.numel() && (value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble)) {
+  if (host_combine_enabled() && running.is_cpu() && value.is_cpu() && running.is_contiguous() &&
+      value.is_contiguous() && running.numel() == value.numel() &&
+      (value.scalar_type() == at::kFloat || value.scalar_type() == at::kDouble)) {
     // A loop instead of five small ATen ops, in double.
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, running.scalar_type(), "update_running_stat", [&] {
       scalar_t* r = running.data_ptr<scalar_t>();
@@ -110,7 +112,8 @@ void update_running_stat(const at::Tensor& running, const at::Tensor& value, dou
 }
 
 at::Tensor invstd_from_var(const at::Tensor& var, double eps) {
-  if (var.is_cpu() && var.is_contiguous() && (var.scalar_type() == at::kFloat || var.scalar_type() == at::kDouble)) {
+  if (host_combine_enabled() && var.is_cpu() && var.is_contiguous() &&
+      (var.scalar_type() == at::kFloat || var.scalar_type() == at::kDouble)) {
     at::Tensor invstd = at::empty_like(var);
     AT_DISPATCH_FLOATING_TYPES(var.scalar_type(), "invstd_from_var", [&] {
       const scalar_t* v = var.const_data_ptr<scalar_t>();
@@ -253,7 +256,7 @@ bool host_stat_ok(const at::Tensor& t, const StatLayout& layout, at::ScalarType 
 // Whether the host loops can take these terms: CPU statistics in the
 // accumulation dtype, dense.
 bool host_combine_applies(const ChannelView& view, const std::vector<NormTerm>& terms) {
-  if (!view.data.is_cpu() || terms.empty()) {
+  if (!host_combine_enabled() || !view.data.is_cpu() || terms.empty()) {
     return false;
   }
   const auto acc = accumulation_dtype(view.data.scalar_type());
